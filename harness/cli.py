@@ -1,0 +1,224 @@
+"""The `harness` command line. User errors print one line on stderr and exit 2."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from harness.errors import HarnessError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Evaluate language models and their LoRA / QLoRA adapters; train those adapters.")
+
+
+def parse_options(pairs: list[str] | None, flag: str = "--task-option") -> dict[str, str]:
+    out: dict[str, str] = {}
+    for p in pairs or []:
+        if "=" not in p:
+            raise HarnessError(f"{flag} {p!r}: expected KEY=VALUE")
+        k, v = p.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
+
+
+def check_positive(value: int | None, flag: str, allow_zero: bool = False) -> None:
+    if value is not None and (value < 0 or (value == 0 and not allow_zero)):
+        raise HarnessError(f"{flag}: must be {'>= 0' if allow_zero else '> 0'}, got {value}")
+
+
+# Options shared by every command that loads a model (run, forgetting, generate, train).
+ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Hugging Face id or local directory of the base model.")]
+AdapterOpt = Annotated[list[str] | None, typer.Option("--adapter", "-a", help="PEFT adapter directory (repeatable).")]
+WithBaseOpt = Annotated[bool, typer.Option("--with-base", help="Also evaluate the bare base model.")]
+Load4Opt = Annotated[bool, typer.Option("--load-in-4bit", help="NF4 4-bit with double quantisation (bitsandbytes).")]
+Load8Opt = Annotated[bool, typer.Option("--load-in-8bit", help="LLM.int8 8-bit (bitsandbytes).")]
+ComputeOpt = Annotated[str, typer.Option("--bnb-4bit-compute-dtype", help="Compute dtype of 4-bit layers.")]
+DtypeOpt = Annotated[str, typer.Option("--dtype", help="float32, bfloat16, float16 or auto.")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:1, mps ...")]
+BatchOpt = Annotated[int, typer.Option("--batch-size", "-b", help="Requests per model call.")]
+KindOpt = Annotated[str, typer.Option("--model-kind", help="auto, causal, seq-cls or image.")]
+RevisionOpt = Annotated[str | None, typer.Option("--revision", help="Hub revision of the base model.")]
+TrustOpt = Annotated[bool, typer.Option("--trust-remote-code", help="Allow custom model code from the hub.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars; logs only.")]
+
+
+def model_spec(model: str, adapter: list[str] | None, with_base: bool, load_in_4bit: bool, load_in_8bit: bool,
+               compute_dtype: str, dtype: str, device: str, batch_size: int, model_kind: str, revision: str | None,
+               trust_remote_code: bool, num_labels: int | None = None):  # noqa: ANN201 - ModelSpec, imported lazily
+    from harness.models.loading import ModelSpec
+
+    check_positive(batch_size, "--batch-size")
+    return ModelSpec(model=model, adapters=list(adapter or []), with_base=with_base, kind=model_kind,
+                     load_in_4bit=load_in_4bit, load_in_8bit=load_in_8bit, bnb_4bit_compute_dtype=compute_dtype,
+                     dtype=dtype, device=device, revision=revision, trust_remote_code=trust_remote_code,
+                     batch_size=batch_size, num_labels=num_labels)
+
+
+@app.command()
+def run(
+    model: ModelOpt,
+    tasks: Annotated[str, typer.Option("--tasks", "-t", help="Comma-separated task names (see `harness tasks`).")],
+    adapter: AdapterOpt = None,
+    with_base: WithBaseOpt = False,
+    load_in_4bit: Load4Opt = False,
+    load_in_8bit: Load8Opt = False,
+    bnb_4bit_compute_dtype: ComputeOpt = "float32",
+    dtype: DtypeOpt = "float32",
+    device: DeviceOpt = "cpu",
+    batch_size: BatchOpt = 8,
+    model_kind: KindOpt = "auto",
+    revision: RevisionOpt = None,
+    trust_remote_code: TrustOpt = False,
+    num_labels: Annotated[int | None, typer.Option(help="Classifier head size when no adapter sets it.")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", "-l", help="Evaluate the first N rows.")] = None,
+    num_fewshot: Annotated[int, typer.Option("--num-fewshot", "-k", help="Exemplars in the prompt.")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed for few-shot choice and sampling.")] = 1234,
+    max_new_tokens: Annotated[int | None, typer.Option(help="Generation budget (task default if unset).")] = None,
+    samples: Annotated[int, typer.Option("--samples", "-n", help="Samples per prompt (pass@k, maj@n).")] = 1,
+    temperature: Annotated[float, typer.Option(help="0 = greedy.")] = 0.0,
+    top_p: Annotated[float, typer.Option(help="Nucleus sampling.")] = 1.0,
+    num_beams: Annotated[int, typer.Option(help="Beam search width.")] = 1,
+    length_penalty: Annotated[float, typer.Option(help="Beam search length penalty.")] = 1.0,
+    no_repeat_ngram_size: Annotated[int, typer.Option(help="Forbid repeating n-grams of this size.")] = 0,
+    data_dir: Annotated[Path | None, typer.Option(help="Local data in official layouts (e.g. DIR/gsm8k/test.jsonl).")] = None,
+    output_dir: Annotated[Path, typer.Option("--output-dir", "-o", help="Where run directories go.")] = Path("results"),
+    run_name: Annotated[str | None, typer.Option(help="Run directory name (default: model-timestamp).")] = None,
+    chat_template: Annotated[bool, typer.Option(help="Prompt instruct models through their chat template.")] = False,
+    task_option: Annotated[list[str] | None, typer.Option(help="Task-specific KEY=VALUE (repeatable).")] = None,
+    resume: Annotated[bool, typer.Option(help="Reuse answers recorded by an earlier (killed) run.")] = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Evaluate a base model and each of its adapters on tasks; write results/<run>/results.json."""
+    from harness.evaluate import RunSpec
+    from harness.evaluate import run as do_run
+    from harness.registry import parse_task_list
+    from harness.task import TaskConfig
+
+    check_positive(limit, "--limit")
+    check_positive(samples, "--samples")
+    check_positive(num_fewshot, "--num-fewshot", allow_zero=True)
+    check_positive(max_new_tokens, "--max-new-tokens")
+    if samples > 1 and temperature == 0:
+        raise HarnessError("--samples > 1 needs --temperature > 0 (greedy samples would all be identical)")
+    if data_dir is not None and not data_dir.is_dir():
+        raise HarnessError(f"--data-dir {data_dir}: not a directory")
+    cfg = TaskConfig(num_fewshot=num_fewshot, seed=seed, limit=limit, data_dir=data_dir, chat_template=chat_template,
+                     max_new_tokens=max_new_tokens, samples=samples, temperature=temperature, top_p=top_p,
+                     num_beams=num_beams, length_penalty=length_penalty, no_repeat_ngram_size=no_repeat_ngram_size,
+                     options=parse_options(task_option))
+    spec = RunSpec(
+        model=model_spec(model, adapter, with_base, load_in_4bit, load_in_8bit, bnb_4bit_compute_dtype, dtype, device,
+                         batch_size, model_kind, revision, trust_remote_code, num_labels),
+        tasks=parse_task_list(tasks), task_cfg=cfg, output_dir=output_dir, run_name=run_name, resume=resume,
+        quiet=quiet)
+    for path in do_run(spec, argv=sys.argv):
+        _print_summary(path)
+
+
+def _print_summary(path: Path) -> None:
+    import json
+
+    res = json.loads(path.read_text())
+    print(f"{res['label']}: {path}")
+    for task, entry in res["tasks"].items():
+        parts = []
+        for m, v in entry["metrics"].items():
+            se = f" ± {v['stderr']:.4f}" if v.get("stderr") is not None else ""
+            parts.append(f"{m}={v['value']:.4f}{se}")
+        print(f"  {task} (n={entry['n']}): " + ", ".join(parts))
+
+
+@app.command("tasks")
+def list_tasks() -> None:
+    """List every registered task: metrics, output type and data source."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from harness.registry import make_tasks, task_names
+    from harness.task import TaskConfig
+
+    t = Table("task", "output", "metrics", "data")
+    for name in task_names():
+        if name.endswith(":"):
+            t.add_row(name + "<task>", "any", "as the task defines", "bridge (see docs)")
+            continue
+        made = make_tasks(name, TaskConfig())
+        if len(made) > 1:
+            t.add_row(name, "group", ", ".join(m.name for m in made), "")
+            continue
+        d = made[0].describe()
+        t.add_row(name, d["output_type"], ", ".join(d["metrics"]), d["data"])
+    Console(width=200).print(t)
+
+
+@app.command()
+def leaderboard(
+    results_dir: Annotated[Path, typer.Argument(help="Directory searched for results.json files.")] = Path("results"),
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write here (default: stdout).")] = None,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="markdown, csv or json.")] = "markdown",
+) -> None:
+    """One row per (model, adapter), one column per task metric, ± stderr and change against the base."""
+    from harness.leaderboard import render
+    from harness.results import atomic_write_text
+
+    text = render(results_dir, fmt)
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        atomic_write_text(output, text)
+        print(f"wrote {output}", file=sys.stderr)
+
+
+# Command modules that add themselves to `app` (each defines register(app)).
+COMMAND_MODULES: list[str] = [
+    "harness.demo",
+    # issue 3: train, sweep
+    # issue 4: score
+    # issue 6: forgetting
+    # issue 7: generate, judge, tournament
+]
+
+
+def _register_commands() -> None:
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(app)
+
+
+def main() -> None:
+    """Console entry point: HarnessError -> one line on stderr, exit 2."""
+    import os
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
+    except ImportError:
+        pass
+    _register_commands()
+    try:
+        app(standalone_mode=False)
+    except HarnessError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(e.exit_code)
+    except typer.Abort:
+        print("aborted", file=sys.stderr)
+        sys.exit(130)
+    except SystemExit:
+        raise
+    except Exception as e:  # click usage errors arrive here with standalone_mode=False
+        import click
+
+        if isinstance(e, click.exceptions.ClickException):
+            e.show()
+            sys.exit(2)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+"""The runner: dedupe requests, skip what the store has, order by length, batch, record.
+
+Models only see lists of same-kind requests and return one answer each. Ordering is longest
+first (an out-of-memory shows up in the first batch, and padding is minimal); loglikelihood
+requests with the same context stay adjacent so a model can score the context once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from harness.errors import HarnessError
+from harness.progress import progress_bar
+from harness.requests import Answer, Classify, Generate, LogLikelihood, Request
+from harness.store import Store
+
+
+class Model(Protocol):
+    """What a model kind implements: the request kinds it can answer, in batches."""
+
+    identity: dict[str, Any]
+    batch_size: int
+
+    def generate(self, requests: list[Generate]) -> list[list[str]]: ...
+    def loglikelihood(self, requests: list[LogLikelihood]) -> list[tuple[float, bool]]: ...
+    def classify(self, requests: list[Classify]) -> list[list[float]]: ...
+
+
+def _order(req: Request) -> tuple[Any, ...]:
+    if isinstance(req, LogLikelihood):
+        return (-len(req.context), req.context, -len(req.continuation))
+    return (-req.length(),)
+
+
+def run_requests(
+    model: Model,
+    model_key: str,
+    requests: Sequence[Request],
+    store: Store | None = None,
+    resume: bool = False,
+    quiet: bool = False,
+    description: str = "requests",
+) -> dict[str, Answer]:
+    """Answer every request; returns {request.key(): answer}. Each batch is stored as it finishes."""
+    unique: dict[str, Request] = {}
+    for r in requests:
+        unique.setdefault(r.key(), r)
+    answers: dict[str, Answer] = {}
+    if store is not None and resume:
+        answers.update(store.get_many(model_key, list(unique)))
+    todo = [r for k, r in unique.items() if k not in answers]
+    by_kind: dict[str, list[Request]] = {}
+    for r in todo:
+        by_kind.setdefault(r.kind, []).append(r)
+    with progress_bar(description, total=len(todo), quiet=quiet) as advance:
+        for kind, reqs in by_kind.items():
+            method = getattr(model, kind, None)
+            if method is None:
+                raise HarnessError(f"model {model.identity.get('base', '?')} cannot answer {kind} requests")
+            reqs.sort(key=_order)
+            step = max(1, model.batch_size)
+            for i in range(0, len(reqs), step):
+                batch = reqs[i : i + step]
+                out = method(batch)
+                if len(out) != len(batch):
+                    raise RuntimeError(f"{type(model).__name__}.{kind} returned {len(out)} answers for {len(batch)}")
+                keyed = [(r.key(), kind, a) for r, a in zip(batch, out)]
+                if store is not None:
+                    store.put_many(model_key, keyed)
+                answers.update((k, a) for k, _, a in keyed)
+                advance(len(batch))
+    return answers

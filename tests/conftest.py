@@ -1,0 +1,54 @@
+"""Shared fixtures: the real data in ../shared/data (skipped where absent) and tiny models built from configs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """../shared/data: present in CI, absent in a user's fresh clone (tests using it skip there)."""
+    if not (SHARED / "MANIFEST.json").exists():
+        pytest.skip(f"real evaluation data not found at {SHARED} (present in CI; see DEVELOPERS.md)")
+    return SHARED
+
+
+@pytest.fixture(scope="session")
+def gsm8k_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A --data-dir with the project's own GSM8K-format rows."""
+    from harness.tiny import write_gsm8k_data
+
+    return write_gsm8k_data(tmp_path_factory.mktemp("data"), n_train=200, n_test=40)
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2(tmp_path_factory: pytest.TempPathFactory, gsm8k_data: Path) -> Path:
+    """A random tiny GPT-2 with a tokenizer trained on the GSM8K-format rows."""
+    from harness.tiny import tiny_gsm8k_model
+
+    return tiny_gsm8k_model(tmp_path_factory.mktemp("tiny-gpt2"), gsm8k_data, arch="gpt2")
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory: pytest.TempPathFactory, gsm8k_data: Path) -> Path:
+    from harness.tiny import tiny_gsm8k_model
+
+    return tiny_gsm8k_model(tmp_path_factory.mktemp("tiny-llama"), gsm8k_data, arch="llama")
+
+
+@pytest.fixture(scope="session")
+def gpt2_bpe(shared_data: Path):  # noqa: ANN201 - a PreTrainedTokenizerFast
+    """The real GPT-2 BPE tokenizer from ../shared/data/gpt2-bpe."""
+    from harness.tiny import gpt2_tokenizer
+
+    return gpt2_tokenizer(shared_data / "gpt2-bpe" / "lora-vocab")
