@@ -1,7 +1,8 @@
 """Causal language models: batched generation (left padding, per-row stops) and log-likelihoods.
 
 Log-likelihoods follow lm-eval 0.4's tokenisation (context and continuation encoded together,
-trailing context spaces moved to the continuation) so scores match it.
+trailing context spaces moved to the continuation) so scores match it; a prefix shared by
+several requests in a batch (a question and its answer choices) is run through the model once.
 """
 
 from __future__ import annotations
@@ -126,13 +127,21 @@ class CausalLM:
         return results
 
     # --- log-likelihood -----------------------------------------------------------------
+    def _encode(self, text: str) -> list[int]:
+        """lm-eval's HFLM.tok_encode: the tokenizer's own special tokens, unless the text already starts with BOS."""
+        tok = self.tokenizer
+        bos = tok.bos_token
+        kwargs = {"add_special_tokens": False} if bos and text.startswith(bos) else {}
+        return list(tok(text, **kwargs)["input_ids"])
+
     def _encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
+        """lm-eval 0.4's split: trailing context spaces move to the continuation; encode whole, cut at the context."""
         n_spaces = len(context) - len(context.rstrip())
         if n_spaces > 0:
             continuation = context[-n_spaces:] + continuation
             context = context[:-n_spaces]
-        whole = self.tokenizer(context + continuation, add_special_tokens=False)["input_ids"]
-        ctx = self.tokenizer(context, add_special_tokens=False)["input_ids"]
+        whole = self._encode(context + continuation)
+        ctx = self._encode(context)
         return ctx, whole[len(ctx):]
 
     def _prefix_token(self) -> int:
@@ -142,36 +151,123 @@ class CausalLM:
                 return int(t)
         return 0
 
+    def _tokens(self, r: LogLikelihood) -> tuple[list[int], int]:
+        """(context + continuation tokens, number of continuation tokens), with lm-eval's empty-context and truncation rules."""
+        if r.context == "":
+            cont = list(self.tokenizer(r.continuation, add_special_tokens=False)["input_ids"])
+            p = self._prefix_token()
+            ctx, cont = ([p], cont) if not cont or cont[0] != p else (cont[:1], cont[1:])
+        else:
+            ctx, cont = self._encode_pair(r.context, r.continuation)
+        full = (ctx + cont)[-(self.max_length + 1):]
+        return full, min(len(cont), len(full) - 1)
+
+    def _forward_kwargs(self) -> tuple[str, bool]:
+        """The name of the KV-cache argument (transformers 5 renamed it) and whether logits_to_keep is accepted."""
+        if not hasattr(self, "_fwd"):
+            import inspect
+
+            inner = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+            params = inspect.signature(inner.forward).parameters
+            self._fwd = ("cache" if "cache" in params else "past_key_values", "logits_to_keep" in params)
+        return self._fwd
+
+    @staticmethod
+    def _groups(seqs: list[tuple[list[int], int]]) -> list[tuple[list[int], int]]:
+        """Requests whose model inputs (tokens[:-1]) share a prefix, as (members, shared prefix length).
+
+        Sorted token sequences put same-context choices next to each other; a request joins the open
+        group when that saves more tokens than shortening the group's prefix costs its members.
+        The prefix never extends past a member's first scored position + 1, so only the prefix's last
+        position is ever scored.
+        """
+        order = sorted(range(len(seqs)), key=lambda i: seqs[i][0])
+        groups: list[tuple[list[int], int]] = []
+        for i in order:
+            inp, n = seqs[i][0][:-1], seqs[i][1]
+            cap = max(1, len(inp) - n + 1)
+            if groups:
+                members, p = groups[-1]
+                first = seqs[members[0]][0]
+                lcp = 0
+                limit = min(p, cap)
+                while lcp < limit and first[lcp] == inp[lcp]:
+                    lcp += 1
+                if lcp > 0 and (len(members) - 1) * (p - lcp) < lcp:
+                    groups[-1] = (members + [i], lcp)
+                    continue
+            groups.append(([i], cap))
+        return groups
+
     @torch.no_grad()
     def loglikelihood(self, requests: list[LogLikelihood]) -> list[tuple[float, bool]]:
-        """Score each (context, continuation); one padded forward per batch of full sequences.
+        """Score each (context, continuation) with lm-eval 0.4's tokens, computing each shared prefix once.
 
-        Right padding keeps every real position's logits exact under the causal mask.
+        Stage 1 runs every group's shared prefix (usually the question) once, left-padded, keeping its
+        KV cache and only its last position's logits. Stage 2 runs each member's remaining tokens
+        (usually its answer choice) on a copy of its group's cache. Vocabulary projections are only
+        computed where a token is scored. The numbers equal one full forward per request up to float
+        rounding.
         """
-        seqs: list[tuple[list[int], int]] = []  # (input tokens, number of continuation tokens)
-        for r in requests:
-            if r.context == "":
-                ctx, cont = [self._prefix_token()], self.tokenizer(r.continuation, add_special_tokens=False)["input_ids"]
-            else:
-                ctx, cont = self._encode_pair(r.context, r.continuation)
-            full = (ctx + cont)[-(self.max_length + 1):]
-            seqs.append((full, len(cont)))
-        lengths = [len(s) - 1 for s, _ in seqs]
-        width = max(lengths)
+        seqs = [self._tokens(r) for r in requests]
+        out: list[tuple[float, bool]] = [(0.0, True)] * len(requests)
+        live = [i for i, (_, n) in enumerate(seqs) if n > 0]
+        if not live:
+            return out
+        groups = [([live[j] for j in m], p) for m, p in self._groups([seqs[i] for i in live])]
+        cache_kw, can_keep = self._forward_kwargs()
+        dev = self.device
         pad = self.tokenizer.pad_token_id or 0
-        inp = torch.full((len(seqs), width), pad, dtype=torch.long)
-        attn = torch.zeros((len(seqs), width), dtype=torch.long)
-        for i, (s, _) in enumerate(seqs):
-            inp[i, : len(s) - 1] = torch.tensor(s[:-1])
-            attn[i, : len(s) - 1] = 1
-        logits = self.model(input_ids=inp.to(self.device), attention_mask=attn.to(self.device)).logits
-        logprobs = torch.log_softmax(logits.float(), dim=-1)
-        out: list[tuple[float, bool]] = []
-        for i, (s, n_cont) in enumerate(seqs):
-            end = len(s) - 1
-            lp = logprobs[i, end - n_cont : end]
-            target = torch.tensor(s[-n_cont:], device=lp.device)
-            score = lp.gather(-1, target[:, None]).sum().item()
-            greedy = bool((lp.argmax(-1) == target).all().item())
-            out.append((float(score), greedy))
+
+        # Stage 1: shared prefixes, left-padded so every row ends at the same column.
+        width = max(p for _, p in groups)
+        ids = torch.full((len(groups), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(groups), width), dtype=torch.long)
+        for g, (members, p) in enumerate(groups):
+            ids[g, width - p:] = torch.tensor(seqs[members[0]][0][:p])  # p < len(tokens): always model input
+            mask[g, width - p:] = 1
+        pos = (mask.cumsum(1) - 1).clamp(min=0)
+        kw: dict[str, Any] = {"logits_to_keep": 1} if can_keep else {}
+        res = self.model(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev), use_cache=True,
+                         **kw)
+        last = torch.log_softmax(res.logits[:, -1, :].float(), dim=-1)  # [groups, vocab]
+        cache = getattr(res, "cache", None) or getattr(res, "past_key_values", None)
+
+        # Stage 2: each member's tokens after its group's prefix, on its group's cached keys and values.
+        rows = [(g, i) for g, (members, p) in enumerate(groups) for i in members if len(seqs[i][0]) - 1 > p]
+        suffix_lp: dict[int, torch.Tensor] = {}
+        if rows:
+            swidth = max(len(seqs[i][0]) - 1 - groups[g][1] for g, i in rows)
+            sids = torch.full((len(rows), swidth), pad, dtype=torch.long)
+            smask = torch.zeros((len(rows), swidth), dtype=torch.long)
+            spos = torch.zeros((len(rows), swidth), dtype=torch.long)
+            for k, (g, i) in enumerate(rows):
+                p = groups[g][1]
+                rest = seqs[i][0][p:-1]
+                sids[k, : len(rest)] = torch.tensor(rest)
+                smask[k, : len(rest)] = 1
+                spos[k] = torch.arange(p, p + swidth).clamp(max=self.max_length - 1)
+            index = torch.tensor([g for g, _ in rows], device=dev)
+            cache.batch_select_indices(index)
+            full_mask = torch.cat([mask.to(dev)[index], smask.to(dev)], dim=1)
+            logits = self.model(input_ids=sids.to(dev), attention_mask=full_mask, position_ids=spos.to(dev),
+                                use_cache=True, **{cache_kw: cache}).logits
+            for k, (g, i) in enumerate(rows):
+                n_rest = len(seqs[i][0]) - 1 - groups[g][1]
+                suffix_lp[i] = torch.log_softmax(logits[k, :n_rest].float(), dim=-1)
+
+        for g, (members, p) in enumerate(groups):
+            for i in members:
+                full, n = seqs[i]
+                targets = torch.tensor(full[-n:], device=dev)
+                parts = []
+                if len(full) - 1 - n < p:  # the first scored position is the prefix's last one
+                    parts.append(last[g : g + 1])
+                if i in suffix_lp:
+                    lp = suffix_lp[i]
+                    parts.append(lp[lp.shape[0] - (n - len(parts)):])
+                lp = torch.cat(parts)
+                score = lp.gather(-1, targets[:, None]).sum().item()
+                greedy = bool((lp.argmax(-1) == targets).all().item())
+                out[i] = (float(score), greedy)
         return out
