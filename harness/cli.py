@@ -190,9 +190,15 @@ def _register_commands() -> None:
 
 def main() -> None:
     """Console entry point: HarnessError -> one line on stderr, exit 2."""
+    import logging
     import os
+    import warnings
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # Library chatter (optional kernels, deprecations) is not the user's business; errors still show.
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+    for category in (FutureWarning, DeprecationWarning, UserWarning):
+        warnings.filterwarnings("ignore", category=category)
     try:
         from transformers.utils import logging as hf_logging
 

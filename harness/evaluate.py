@@ -15,7 +15,7 @@ from typing import Any
 
 from harness.errors import HarnessError
 from harness.metrics.stats import Metric
-from harness.models.loading import ModelSpec, Variant, iter_variants, model_key, short_name
+from harness.models.loading import ModelSpec, Variant, iter_variants, model_key, read_adapter_config, short_name
 from harness.registry import make_tasks
 from harness.results import atomic_write_json, atomic_write_jsonl, header
 from harness.runner import run_requests
@@ -35,8 +35,8 @@ class RunSpec:
 
 
 def log(msg: str, quiet: bool) -> None:
-    if not quiet:
-        print(msg, file=sys.stderr)
+    """Log lines go to stderr always; --quiet only turns off progress bars."""
+    print(msg, file=sys.stderr)
 
 
 def load_tasks(names: list[str], cfg: TaskConfig) -> list[tuple[Task, list[Doc], str]]:
@@ -88,6 +88,8 @@ def evaluate_task(variant: Variant, task: Task, docs: list[Doc], data_hash: str,
 
 def run(spec: RunSpec, argv: list[str] | None = None) -> list[Path]:
     """Evaluate every variant on every task; returns the results.json paths written."""
+    for a in spec.model.adapters:
+        read_adapter_config(a)  # flags first: a wrong --adapter should not wait for data loading
     loaded = load_tasks(spec.tasks, spec.task_cfg)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     base_name = spec.run_name or f"{short_name(spec.model.model)}-{stamp}"

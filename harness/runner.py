@@ -7,6 +7,7 @@ requests with the same context stay adjacent so a model can score the context on
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -50,6 +51,8 @@ def run_requests(
     if store is not None and resume:
         answers.update(store.get_many(model_key, list(unique)))
     todo = [r for k, r in unique.items() if k not in answers]
+    if resume:
+        print(f"{description}: {len(answers)} answers from the store, {len(todo)} to compute", file=sys.stderr)
     by_kind: dict[str, list[Request]] = {}
     for r in todo:
         by_kind.setdefault(r.kind, []).append(r)

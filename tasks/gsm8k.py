@@ -35,15 +35,15 @@ class GSM8K(Task):
     def _rows(self, split: str) -> list[dict[str, Any]]:
         local = find_local(self.cfg.data_dir, f"gsm8k/{split}.jsonl", f"grade_school_math/data/{split}.jsonl")
         if local is not None:
-            self.source_description = str(local)
             rows = read_table(local)
             where = str(local)
         elif self.cfg.data_dir is not None and split == "test":
             raise HarnessError(f"--data-dir {self.cfg.data_dir}: no gsm8k/{split}.jsonl there")
         else:
             rows = load_hub("openai/gsm8k", "main", split, f"gsm8k/{split}.jsonl")
-            self.source_description = f"hub:openai/gsm8k/main/{split}"
-            where = self.source_description
+            where = f"hub:openai/gsm8k/main/{split}"
+        if split == "test":
+            self.source_description = where
         for i, r in enumerate(rows):
             require(r, ("question", "answer"), f"{where} row {i + 1}")
             if gold_answer(r["answer"]) is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -52,3 +53,22 @@ def gpt2_bpe(shared_data: Path):  # noqa: ANN201 - a PreTrainedTokenizerFast
     from harness.tiny import gpt2_tokenizer
 
     return gpt2_tokenizer(shared_data / "gpt2-bpe" / "lora-vocab")
+
+
+def harness_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
+                check: bool = False) -> subprocess.CompletedProcess[str]:
+    """Run `harness ARGS` in a subprocess (the real console entry point) and capture its output."""
+    import sys
+
+    full_env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2"), **(env or {})}
+    proc = subprocess.run([sys.executable, "-m", "harness.cli", *args], cwd=cwd, env=full_env, capture_output=True,
+                          text=True, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"harness {' '.join(args)} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
+    return proc
+
+
+@pytest.fixture()
+def cli():  # noqa: ANN201
+    """The harness_cli runner as a fixture."""
+    return harness_cli
