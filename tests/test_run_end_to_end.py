@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from harness.results import read_results
 
 
@@ -99,3 +101,49 @@ def test_offline_hub_error_names_dataset_and_local_layout(cli, tiny_gpt2: Path, 
 def test_tasks_lists_gsm8k(cli) -> None:
     proc = cli("tasks", check=True)
     assert "gsm8k" in proc.stdout and "pass@1_strict" in proc.stdout and "generate" in proc.stdout
+
+
+def test_two_adapters_with_base_and_leaderboard_deltas(cli, tiny_gpt2: Path, gsm8k_data: Path, tmp_path: Path) -> None:
+    from test_models_adapters import make_adapter
+
+    a8 = make_adapter(tiny_gpt2, tmp_path / "ckpt-r8", seed=5, target=["c_attn"])
+    a16 = make_adapter(tiny_gpt2, tmp_path / "ckpt-r16", seed=6, target=["c_attn", "c_fc"])
+    out = tmp_path / "results"
+    cli("run", "-m", str(tiny_gpt2), "--adapter", str(a8), "--adapter", str(a16), "--with-base", "-t", "gsm8k",
+        "--data-dir", str(gsm8k_data), "--limit", "3", "--num-fewshot", "1", "--max-new-tokens", "8", "-o", str(out),
+        "--run-name", "multi", "-q", check=True)
+    dirs = sorted(p.parent.name for p in out.rglob("results.json"))
+    assert dirs == ["multi__base", "multi__ckpt-r16", "multi__ckpt-r8"]
+    r8 = json.loads((out / "multi__ckpt-r8" / "results.json").read_text())
+    assert r8["model"]["adapter"] == "ckpt-r8" and len(r8["model"]["adapter_hash"]) == 16
+    board = json.loads(cli("leaderboard", str(out), "--format", "json", check=True).stdout)
+    names = [r["name"] for r in board["rows"]]
+    assert names[0].endswith("(base)") and len(names) == 3
+    base_cells = board["rows"][0]["cells"]
+    for row in board["rows"][1:]:
+        for col, cell in row["cells"].items():
+            assert cell["delta"] == pytest.approx(cell["value"] - base_cells[col]["value"])
+
+
+def test_chat_template_prompts(cli, tiny_gpt2: Path, gsm8k_data: Path, tmp_path: Path) -> None:
+    import shutil
+
+    chat = tmp_path / "chat-model"
+    shutil.copytree(tiny_gpt2, chat)
+    cfg_path = chat / "tokenizer_config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["chat_template"] = ("{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}\n{% endfor %}"
+                            "{% if add_generation_prompt %}<assistant>{% endif %}")
+    cfg_path.write_text(json.dumps(cfg))
+    out = tmp_path / "results"
+    cli("run", "-m", str(chat), "-t", "gsm8k", "--data-dir", str(gsm8k_data), "--limit", "2", "--num-fewshot", "1",
+        "--chat-template", "--max-new-tokens", "6", "-o", str(out), "--run-name", "chat", "-q", check=True)
+    s = json.loads((out / "chat" / "samples" / "gsm8k.jsonl").read_text().splitlines()[0])
+    roles = [m[0] for m in s["prompt"]]
+    assert roles == ["user", "assistant", "user"]
+    assert s["prompt"][1][1].rstrip().split("\n")[-1].startswith("####")
+    from harness.models.loading import ModelSpec, iter_variants
+
+    model = next(iter_variants(ModelSpec(model=str(chat)))).model
+    rendered = model.render(tuple(tuple(m) for m in s["prompt"]))
+    assert rendered.startswith("<user>Solve the math problem") and rendered.endswith("<assistant>")
