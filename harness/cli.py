@@ -180,6 +180,7 @@ COMMAND_MODULES: list[str] = [
     # issue 4: score
     # issue 6: forgetting
     # issue 7: generate, judge, tournament
+    "harness.judge_cli",
 ]
 
 

@@ -1,0 +1,283 @@
+"""An async client for OpenAI-compatible chat endpoints, built for judging many answers cheaply and safely.
+
+- concurrency: at most `max_concurrency` requests in flight (one shared httpx connection pool);
+- retries: 429, 5xx, timeouts and dropped connections are retried with exponential backoff and full
+  jitter, honouring Retry-After; at most `max_attempts` attempts, then the call is reported as failed
+  (the caller records it as an API failure; the next run tries again);
+- cost: token usage is summed and priced; once `max_cost` would be passed no new request is sent
+  (BudgetExceeded), so a run stops cleanly and a re-run continues from the cache;
+- cache: sqlite keyed by judge model, base URL, messages and settings. The API key is read from
+  OPENAI_API_KEY, sent only in the Authorization header, and never hashed, logged or stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import random
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from harness.errors import HarnessError
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+# USD per million (input, output) tokens, list prices when written; override with --price-in/--price-out.
+PRICES: dict[str, tuple[float, float]] = {
+    "gpt-4o": (2.50, 10.00),
+    "gpt-4o-mini": (0.15, 0.60),
+    "gpt-4-turbo": (10.00, 30.00),
+    "gpt-4": (30.00, 60.00),
+    "gpt-3.5-turbo": (0.50, 1.50),
+}
+Messages = tuple[tuple[str, str], ...]
+
+
+class BudgetExceeded(Exception):
+    """Raised instead of sending a request that could take the spend past --max-cost."""
+
+
+@dataclass
+class JudgeSettings:
+    model: str
+    base_url: str = DEFAULT_BASE_URL
+    temperature: float = 0.0
+    max_tokens: int = 1024
+    timeout: float = 120.0
+    max_attempts: int = 6
+    backoff_base: float = 1.0
+    backoff_max: float = 60.0
+    max_concurrency: int = 8
+    price_in: float | None = None  # USD per million prompt tokens
+    price_out: float | None = None
+    max_cost: float | None = None  # USD
+
+    def prices(self) -> tuple[float, float]:
+        known = PRICES.get(self.model, (None, None))
+        pin = self.price_in if self.price_in is not None else known[0]
+        pout = self.price_out if self.price_out is not None else known[1]
+        if self.max_cost is not None and (pin is None or pout is None):
+            raise HarnessError(f"--max-cost needs prices for judge {self.model!r}: pass --price-in and --price-out "
+                               "(USD per million tokens)")
+        return float(pin or 0.0), float(pout or 0.0)
+
+
+@dataclass
+class Completion:
+    text: str | None  # None when every attempt failed
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached: bool = False
+    attempts: int = 0
+    error: str | None = None  # "api: ..." when the call failed after its attempts
+
+
+@dataclass
+class Usage:
+    requests: int = 0  # HTTP requests sent (attempts, including retries)
+    retries: int = 0
+    cache_hits: int = 0
+    failures: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost: float = 0.0
+    by_status: dict[str, int] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        return (f"{self.requests} requests ({self.retries} retries, {self.failures} failed), {self.cache_hits} cached; "
+                f"{self.prompt_tokens} prompt + {self.completion_tokens} completion tokens; cost ${self.cost:.4f}")
+
+
+def cache_key(settings: JudgeSettings, messages: Messages) -> str:
+    """What decides a judge reply: model, endpoint, messages, sampling settings. Never the key."""
+    blob = {"model": settings.model, "base_url": settings.base_url.rstrip("/"), "messages": [list(m) for m in messages],
+            "temperature": settings.temperature, "max_tokens": settings.max_tokens}
+    return hashlib.sha256(json.dumps(blob, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+class ResponseCache:
+    """sqlite table key -> (text, prompt_tokens, completion_tokens); only successful replies are stored."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(str(path), timeout=30)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("CREATE TABLE IF NOT EXISTS replies (key TEXT PRIMARY KEY, model TEXT, text TEXT, "
+                        "prompt_tokens INTEGER, completion_tokens INTEGER, created REAL)")
+        self.db.commit()
+
+    def get(self, key: str) -> tuple[str, int, int] | None:
+        row = self.db.execute("SELECT text, prompt_tokens, completion_tokens FROM replies WHERE key = ?", (key,)).fetchone()
+        return (row[0], int(row[1]), int(row[2])) if row else None
+
+    def put(self, key: str, model: str, text: str, pt: int, ct: int) -> None:
+        self.db.execute("INSERT OR REPLACE INTO replies VALUES (?, ?, ?, ?, ?, ?)", (key, model, text, pt, ct, time.time()))
+        self.db.commit()
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """Retry-After as seconds (delta form, or an HTTP date)."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    from email.utils import parsedate_to_datetime
+
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None
+
+
+class JudgeClient:
+    """Use as `async with JudgeClient(settings, cache) as c: await c.complete(messages)`."""
+
+    def __init__(self, settings: JudgeSettings, cache: ResponseCache | None = None, api_key: str | None = None,
+                 seed: int | None = None) -> None:
+        if settings.max_concurrency < 1:
+            raise HarnessError(f"--max-concurrency: must be > 0, got {settings.max_concurrency}")
+        if settings.max_attempts < 1:
+            raise HarnessError(f"--max-attempts: must be > 0, got {settings.max_attempts}")
+        self.settings = settings
+        self.cache = cache
+        self.price_in, self.price_out = settings.prices()
+        self._api_key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
+        self.usage = Usage()
+        self._sem = asyncio.Semaphore(settings.max_concurrency)
+        self._reserved = 0.0
+        self._exhausted: str | None = None  # set once the budget refused a call: no later call is sent either
+        self._rng = random.Random(seed)
+        self._http: httpx.AsyncClient | None = None
+
+    async def __aenter__(self) -> JudgeClient:
+        limits = httpx.Limits(max_connections=self.settings.max_concurrency,
+                              max_keepalive_connections=self.settings.max_concurrency)
+        self._http = httpx.AsyncClient(timeout=httpx.Timeout(self.settings.timeout), limits=limits)
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        if self._http is not None:
+            await self._http.aclose()
+
+    def _cost(self, pt: int, ct: int) -> float:
+        return (pt * self.price_in + ct * self.price_out) / 1e6
+
+    def _estimate(self, messages: Messages) -> float:
+        """Upper-ish cost of one call before it is sent: prompt chars / 3 tokens plus the full reply budget."""
+        chars = sum(len(c) for _, c in messages)
+        return self._cost(chars // 3 + 8, self.settings.max_tokens)
+
+    def _backoff(self, attempt: int, retry_after: float | None) -> float:
+        cap = min(self.settings.backoff_max, self.settings.backoff_base * (2 ** attempt))
+        delay = self._rng.uniform(0, cap)  # full jitter
+        if retry_after is not None:
+            delay = max(delay, retry_after)
+        return delay
+
+    async def complete(self, messages: Messages) -> Completion:
+        key = cache_key(self.settings, messages)
+        if self.cache is not None:
+            hit = self.cache.get(key)
+            if hit is not None:
+                self.usage.cache_hits += 1
+                return Completion(hit[0], hit[1], hit[2], cached=True)
+        async with self._sem:
+            if self._exhausted:
+                raise BudgetExceeded(self._exhausted)
+            if self.settings.max_cost is not None:
+                est = self._estimate(messages)
+                if self.usage.cost + self._reserved + est > self.settings.max_cost:
+                    self._exhausted = (f"spent ${self.usage.cost:.4f}; the next call could pass --max-cost "
+                                       f"${self.settings.max_cost:.4f}")
+                    raise BudgetExceeded(self._exhausted)
+                self._reserved += est
+            else:
+                est = 0.0
+            try:
+                result = await self._send(messages)
+            finally:
+                self._reserved -= est
+        if result.text is not None and self.cache is not None:
+            self.cache.put(key, self.settings.model, result.text, result.prompt_tokens, result.completion_tokens)
+        return result
+
+    async def _send(self, messages: Messages) -> Completion:
+        assert self._http is not None, "use JudgeClient as an async context manager"
+        s = self.settings
+        url = s.base_url.rstrip("/") + "/chat/completions"
+        body = {"model": s.model, "messages": [{"role": r, "content": c} for r, c in messages],
+                "temperature": s.temperature, "max_tokens": s.max_tokens}
+        headers = {"Content-Type": "application/json"}
+        if self._api_key:
+            headers["Authorization"] = f"Bearer {self._api_key}"
+        last = ""
+        for attempt in range(s.max_attempts):
+            if attempt:
+                self.usage.retries += 1
+            self.usage.requests += 1
+            retry_after: float | None = None
+            try:
+                resp = await self._http.post(url, json=body, headers=headers)
+            except httpx.TimeoutException:
+                last = "timeout"
+                self._count("timeout")
+            except httpx.TransportError as e:
+                last = f"connection error ({type(e).__name__})"
+                self._count("connection")
+            else:
+                self._count(str(resp.status_code))
+                if resp.status_code == 200:
+                    parsed = self._parse(resp)
+                    if parsed is not None:
+                        text, pt, ct = parsed
+                        if pt == 0 and ct == 0:  # no usage reported: estimate (4 characters a token)
+                            pt, ct = sum(len(c) for _, c in messages) // 4, len(text) // 4
+                        self.usage.prompt_tokens += pt
+                        self.usage.completion_tokens += ct
+                        self.usage.cost += self._cost(pt, ct)
+                        return Completion(text, pt, ct, attempts=attempt + 1)
+                    last = "200 with a body that is not a chat completion"
+                elif resp.status_code == 429 or resp.status_code >= 500:
+                    last = f"HTTP {resp.status_code}"
+                    retry_after = retry_after_seconds(resp.headers.get("retry-after"))
+                else:  # 4xx other than 429: the request itself is wrong, retrying cannot help
+                    raise HarnessError(f"judge endpoint {url}: HTTP {resp.status_code} ({_error_message(resp)})")
+            if attempt + 1 < s.max_attempts:
+                await asyncio.sleep(self._backoff(attempt, retry_after))
+        self.usage.failures += 1
+        return Completion(None, attempts=s.max_attempts, error=f"api: {last} after {s.max_attempts} attempts")
+
+    def _count(self, status: str) -> None:
+        self.usage.by_status[status] = self.usage.by_status.get(status, 0) + 1
+
+    @staticmethod
+    def _parse(resp: httpx.Response) -> tuple[str, int, int] | None:
+        try:
+            data = resp.json()
+            text = data["choices"][0]["message"]["content"]
+        except (ValueError, KeyError, IndexError, TypeError):
+            return None
+        if not isinstance(text, str):
+            return None
+        usage = data.get("usage") or {}
+        return text, int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
+
+
+def _error_message(resp: httpx.Response) -> str:
+    try:
+        err = resp.json().get("error", {})
+        msg = err.get("message") if isinstance(err, dict) else str(err)
+    except ValueError:
+        msg = resp.text
+    return (msg or "no message").strip().splitlines()[0][:200] if (msg or "").strip() else "no message"

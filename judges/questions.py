@@ -1,0 +1,161 @@
+"""Question sets (Vicuna-80, MT-bench-80, any JSONL) and model answer files in FastChat's answer format.
+
+Local copies are found under --data-dir in FastChat's layout (`data/vicuna_bench/question.jsonl`) or the
+flattened one (`vicuna_bench__question.jsonl`); an explicit file path always works. Questions may have
+several turns (MT-bench has two); references (for math, reasoning and coding) are read when present.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness.errors import HarnessError
+from judges.formats import read_jsonl
+
+# Where FastChat's raw question files live; fetched through `datasets` when no local copy is given.
+FASTCHAT_RAW = "https://raw.githubusercontent.com/lm-sys/FastChat/main/fastchat/llm_judge/data"
+BENCHES = {"vicuna": "vicuna_bench", "mt-bench": "mt_bench", "mt_bench": "mt_bench"}
+
+
+@dataclass(frozen=True)
+class Question:
+    question_id: str
+    turns: tuple[str, ...]
+    category: str = ""
+    reference: tuple[str, ...] | None = None
+
+
+def _layouts(bench: str, what: str) -> list[str]:
+    flat = f"{bench}__{what}.jsonl" if what == "question" else f"{bench}__reference_answer__gpt-4.jsonl"
+    nested = f"data/{bench}/question.jsonl" if what == "question" else f"data/{bench}/reference_answer/gpt-4.jsonl"
+    return [flat, f"llm_judge/{flat}", f"fastchat/llm_judge/{flat}", nested, nested.removeprefix("data/"),
+            f"fastchat/llm_judge/{nested}"]
+
+
+def _find(data_dir: Path | None, names: list[str]) -> Path | None:
+    if data_dir is None:
+        return None
+    for n in names:
+        if (data_dir / n).is_file():
+            return data_dir / n
+    return None
+
+
+def question_from_row(row: dict[str, Any], where: str, line: int) -> Question:
+    qid = row.get("question_id", row.get("id", row.get("prompt_id", line)))
+    turns = row.get("turns", row.get("prompt"))
+    if turns is None:
+        for k in ("text", "question", "instruction"):
+            if isinstance(row.get(k), str):
+                turns = [row[k]]
+                break
+    if isinstance(turns, str):
+        turns = [turns]
+    if not turns or not all(isinstance(t, str) for t in turns):
+        raise HarnessError(f"{where}:{line}: no question text (expected 'turns' list, or 'text'/'question'/'prompt')")
+    ref = row.get("reference")
+    ref_t = tuple(ref) if isinstance(ref, list) and any(ref) else None
+    return Question(str(qid), tuple(turns), str(row.get("category", "")), ref_t)
+
+
+def _hub_rows(bench: str) -> list[dict[str, Any]]:
+    """FastChat's question file through `datasets` (hub mirror for MT-bench, FastChat's repository for Vicuna)."""
+    try:
+        import datasets
+
+        if bench == "mt_bench":
+            ds = datasets.load_dataset("HuggingFaceH4/mt_bench_prompts", split="train")
+        else:
+            ds = datasets.load_dataset("json", data_files=f"{FASTCHAT_RAW}/{bench}/question.jsonl", split="train")
+        return [dict(r) for r in ds]
+    except Exception as e:  # noqa: BLE001 - offline or moved: say how to give a local copy
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        raise HarnessError(f"could not download the {bench} questions ({reason}); pass --data-dir DIR with "
+                           f"{_layouts(bench, 'question')[0]} or data/{bench}/question.jsonl, or --questions FILE") \
+            from None
+
+
+def load_references(path: Path) -> dict[str, tuple[str, ...]]:
+    """FastChat reference answers: {question_id: turns}."""
+    out = {}
+    for i, row in enumerate(read_jsonl(path), 1):
+        qid, turns = answer_turns(row, path, i)
+        out[qid] = tuple(turns)
+    return out
+
+
+def load_questions(spec: str, data_dir: Path | None = None, references: Path | None = None,
+                   limit: int | None = None) -> list[Question]:
+    """`vicuna`, `mt-bench` or a JSONL path; references from --reference, else beside the local question file."""
+    bench = BENCHES.get(spec)
+    ref_path = references
+    if bench is None:
+        path = Path(spec)
+        if not path.is_file():
+            raise HarnessError(f"--questions {spec}: not 'vicuna', 'mt-bench' or an existing JSONL file")
+        rows = read_jsonl(path)
+        where = str(path)
+    else:
+        path = _find(data_dir, _layouts(bench, "question"))
+        if path is not None:
+            rows, where = read_jsonl(path), str(path)
+            if ref_path is None:
+                ref_path = _find(data_dir, _layouts(bench, "reference"))
+        else:
+            rows, where = _hub_rows(bench), f"hub:{bench}"
+    questions = [question_from_row(r, where, i) for i, r in enumerate(rows, 1)]
+    ids = [q.question_id for q in questions]
+    if len(set(ids)) != len(ids):
+        dup = next(q for q in ids if ids.count(q) > 1)
+        raise HarnessError(f"{where}: question_id {dup} appears more than once")
+    if ref_path is not None:
+        refs = load_references(ref_path)
+        questions = [Question(q.question_id, q.turns, q.category, refs.get(q.question_id, q.reference))
+                     for q in questions]
+    return questions[:limit] if limit else questions
+
+
+def answer_turns(row: dict[str, Any], path: Path, line: int) -> tuple[str, list[str]]:
+    """(question_id, reply per turn) from FastChat (`choices[0].turns`), legacy (`text`) or QLoRA (`generation`) rows."""
+    if "question_id" not in row:
+        raise HarnessError(f"{path}:{line}: missing column question_id")
+    if isinstance(row.get("choices"), list) and row["choices"]:
+        turns = row["choices"][0].get("turns")
+    elif isinstance(row.get("turns"), list):
+        turns = row["turns"]
+    else:
+        text = row.get("text", row.get("generation", row.get("answer")))
+        turns = [text] if isinstance(text, str) else None
+    if not turns or not all(isinstance(t, str) for t in turns):
+        raise HarnessError(f"{path}:{line}: no answer text (expected choices[0].turns, text or generation)")
+    return str(row["question_id"]), list(turns)
+
+
+def read_answers(path: Path) -> tuple[str, dict[str, list[str]]]:
+    """(model name, {question_id: replies}); the name is the rows' model_id (minus ':version') or the file stem."""
+    rows = read_jsonl(path)
+    if not rows:
+        raise HarnessError(f"{path}: no answers in the file")
+    name = str(rows[0].get("model_id") or path.stem).split(":")[0]
+    out: dict[str, list[str]] = {}
+    for i, row in enumerate(rows, 1):
+        qid, turns = answer_turns(row, path, i)
+        if qid in out:
+            raise HarnessError(f"{path}:{i}: question_id {qid} answered twice")
+        out[qid] = turns
+    return name, out
+
+
+def answer_row(question: Question, model_id: str, replies: list[str], generation: dict[str, Any]) -> dict[str, Any]:
+    """One FastChat-format answer row."""
+    return {"question_id": question.question_id, "answer_id": uuid.uuid4().hex[:22], "model_id": model_id,
+            "choices": [{"index": 0, "turns": replies}], "tstamp": time.time(), "generation_settings": generation}
+
+
+def dumps(rows: list[dict[str, Any]]) -> str:
+    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
