@@ -1,0 +1,50 @@
+"""Encoders with a classification (or regression) head: answer `classify` requests with logits.
+
+The model is an `AutoModelForSequenceClassification`, optionally PEFT-wrapped; a LoRA adapter
+trained with a head (modules_to_save) brings its own head, which loading.py sizes before load.
+Texts and text pairs are tokenised in batches the way the GLUE baselines feed them (pairs as
+[CLS] a [SEP] b [SEP]), truncated to the model's maximum length.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from harness.errors import HarnessError
+from harness.requests import Classify
+
+
+class EncoderClassifier:
+    """Logits for single texts or text pairs; regression heads (num_labels == 1) give one float."""
+
+    def __init__(self, model: Any, tokenizer: Any, identity: dict[str, Any], spec: Any) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.identity = identity
+        self.batch_size = spec.batch_size
+        self.device = spec.device
+        cfg = model.config
+        self.num_labels = int(getattr(cfg, "num_labels", 2))
+        limits = [int(x) for x in (getattr(tokenizer, "model_max_length", None),
+                                   getattr(cfg, "max_position_embeddings", None)) if x and int(x) < 1_000_000]
+        self.max_length = min(limits) if limits else 512
+
+    @torch.no_grad()
+    def classify(self, requests: list[Classify]) -> list[list[float]]:
+        out: list[list[float] | None] = [None] * len(requests)
+        # Singles and pairs are tokenised separately (a batch call takes one shape).
+        for width in sorted({len(r.inputs) for r in requests}):
+            idx = [i for i, r in enumerate(requests) if len(r.inputs) == width]
+            if width not in (1, 2):
+                raise HarnessError(f"classify: an encoder takes one text or a pair of texts, got {width} inputs")
+            first = [requests[i].inputs[0] for i in idx]
+            second = [requests[i].inputs[1] for i in idx] if width == 2 else None
+            enc = self.tokenizer(first, second, padding=True, truncation=True, max_length=self.max_length,
+                                 return_tensors="pt")
+            enc = {k: v.to(self.device) for k, v in enc.items()}
+            logits = self.model(**enc).logits.float().cpu()
+            for i, row in zip(idx, logits.tolist()):
+                out[i] = row
+        return [o or [] for o in out]

@@ -1,0 +1,274 @@
+"""math_verify: is a given solution to a math question correct? True/False (NYU DL 2024 competition layout).
+
+Rows: `question`, `answer` (the provided final answer), `solution` (the worked explanation),
+`is_correct` (bool). Data: hub `ad6398/nyu-dl-teach-maths-comp`, or local CSV / JSONL / Parquet:
+`--data-dir DIR` with DIR/math_verify/<split>.{parquet,jsonl,csv}, or `--task-option file=PATH`.
+The default split is `validation`: a local validation file, else the last 1,000 rows of train
+(the hub test split's labels are placeholders, all False; a split with a single label value
+gets a warning that accuracy means nothing on it). `train_examples("train")` leaves those rows out.
+
+Prompt: our own, laid out like the strongest competition entries (a role, the question, the
+provided answer, the solution, a short checklist of calculations, logic and consistency, then a
+True/False verdict). `--task-option prompt_template=FILE` replaces it ({question}, {answer},
+{solution} are filled in; other braces are left alone, so LaTeX is safe).
+
+Modes (`--task-option mode=`): `loglikelihood` (default for causal LMs) compares log P(" True")
+and log P(" False"); `generate` parses the verdict from free text (`Final Output (True/False): True`,
+`false.`, `The answer is TRUE because ...`); an output with no verdict counts as wrong and is
+counted in `unparseable`. A seq-cls model gets (question + answer, solution) pairs, label 1 = True.
+Metrics: accuracy, precision/recall/F1 of each class; the confusion matrix goes in details.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from pathlib import Path
+from typing import Any
+
+from harness.errors import HarnessError
+from harness.metrics import classification as cm
+from harness.requests import Answer, Classify, Generate, LogLikelihood, Request
+from harness.task import Doc, Task, find_local, load_hub, read_table, require
+
+HUB = "ad6398/nyu-dl-teach-maths-comp"
+VALIDATION_ROWS = 1000
+COLUMNS = ("question", "answer", "solution", "is_correct")
+NAMES = ("false", "true")  # label ids: 0 = False, 1 = True
+PROMPT = """You are a meticulous mathematics teacher grading a student's work.
+
+Question:
+{question}
+
+Provided answer:
+{answer}
+
+Solution:
+{solution}
+
+Check the solution before you decide:
+1. Calculations: is every arithmetic and algebraic step computed correctly?
+2. Logic: does each step follow from the question and from the steps before it?
+3. Consistency: does the solution's result match the provided answer?
+
+Reply True if the provided answer is correct, otherwise False.
+Final Output (True/False):"""
+STOP = ("\n\n", "</s>", "<|im_end|>", "<|eot_id|>")
+_FINAL = re.compile(r"final\s+(?:output|answer|verdict)[^:\n]*:\s*\**\s*(true|false)\b", re.I)
+_WORD = re.compile(r"\b(true|false)\b", re.I)
+
+
+def parse_verdict(text: str) -> bool | None:
+    """True/False from a model's free text, or None when it gives no verdict.
+
+    An explicit `Final Output (True/False): X` (or `Final answer: X`) wins; otherwise the first
+    standalone true/false word, whatever its case and the words around it.
+    """
+    m = _FINAL.search(text)
+    if m is None:
+        m = _WORD.search(text)
+    return None if m is None else m.group(1).lower() == "true"
+
+
+def _as_bool(value: Any, where: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes", "t", "1.0"):
+        return True
+    if text in ("false", "0", "no", "f", "0.0"):
+        return False
+    raise HarnessError(f"{where}: is_correct {value!r} is not True/False")
+
+
+class MathVerify(Task):
+    name = "math_verify"
+    version = "1"
+    output_type = "loglikelihood"
+    metrics = ("acc", "f1_true", "f1_false")
+    data_source = (f"hub {HUB} (validation = last {VALIDATION_ROWS} rows of train); "
+                   "local DIR/math_verify/{split}.{parquet,jsonl,csv} or --task-option file=PATH")
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "output_type": "loglikelihood | generate (mode=) | classify (seq-cls)"}
+
+    # --- data ---------------------------------------------------------------------------
+    def _file(self, split: str) -> Path | None:
+        return find_local(self.cfg.data_dir, *(f"math_verify/{split}.{ext}" for ext in ("parquet", "jsonl", "csv", "json")))
+
+    def _raw(self, split: str) -> tuple[str, list[dict[str, Any]]]:
+        """(source, rows) of a split: local file, else the hub; `validation` falls back to the tail of train."""
+        option = self.cfg.options.get("file")
+        if option and split != "train":
+            return option, read_table(Path(option))
+        path = self._file(split)
+        if path is not None:
+            return str(path), read_table(path)
+        if split == "validation":
+            src, rows = self._raw("train")
+            return f"{src}[-{VALIDATION_ROWS}:]", rows[-VALIDATION_ROWS:]
+        if self.cfg.data_dir is not None:
+            raise HarnessError(f"--data-dir {self.cfg.data_dir}: no math_verify/{split}.parquet, .jsonl or .csv there")
+        return f"hub:{HUB}/{split}", load_hub(HUB, None, split, f"math_verify/{split}.jsonl")
+
+    def _rows(self, split: str) -> list[Doc]:
+        src, raw = self._raw(split)
+        if split == "train" and self._file("validation") is None and not self.cfg.options.get("file"):
+            raw = raw[:-VALIDATION_ROWS] if len(raw) > VALIDATION_ROWS else []  # the tail is the validation split
+        self.source_description = src
+        docs = []
+        for i, r in enumerate(raw, 1):
+            where = f"{src} row {i}"
+            require(r, COLUMNS, where)
+            docs.append({"id": str(i - 1), "question": str(r["question"]), "answer": str(r["answer"]),
+                         "solution": str(r["solution"]), "label": int(_as_bool(r["is_correct"], where))})
+        return docs
+
+    def docs(self) -> list[Doc]:
+        return self._rows(self.cfg.options.get("split", "validation"))
+
+    # --- prompt and requests ------------------------------------------------------------
+    def template(self) -> str:
+        path = self.cfg.options.get("prompt_template")
+        if not path:
+            return PROMPT
+        p = Path(path)
+        if not p.is_file():
+            raise HarnessError(f"--task-option prompt_template={path}: file not found")
+        text = p.read_text(encoding="utf-8")
+        missing = [k for k in ("{question}", "{solution}") if k not in text]
+        if missing:
+            raise HarnessError(f"{path}: prompt template lacks {', '.join(missing)}")
+        return text.rstrip("\n")
+
+    def prompt(self, doc: Doc) -> str:
+        text = self.template()
+        for k in ("question", "answer", "solution"):
+            text = text.replace("{" + k + "}", doc[k])
+        return text
+
+    def mode(self) -> str:
+        if self.cfg.model_kind == "seq-cls":
+            return "classify"
+        mode = self.cfg.options.get("mode", "loglikelihood")
+        if mode not in ("loglikelihood", "generate"):
+            raise HarnessError(f"--task-option mode={mode}: use loglikelihood or generate")
+        return mode
+
+    def requests(self, doc: Doc) -> list[Request]:
+        mode = self.mode()
+        if mode == "classify":
+            return [Classify((f"{doc['question']}\nAnswer: {doc['answer']}", doc["solution"]))]
+        if self.cfg.model_kind != "causal":
+            raise HarnessError(f"task {self.name}: needs a causal LM or a text classifier, not a {self.cfg.model_kind} model")
+        prompt = self.prompt(doc)
+        if mode == "generate":
+            c = self.cfg
+            return [Generate(prompt=prompt, stop=STOP, max_new_tokens=c.max_new_tokens or 32, temperature=c.temperature,
+                             top_p=c.top_p, seed=c.seed)]
+        return [LogLikelihood(prompt, " False"), LogLikelihood(prompt, " True")]
+
+    # --- scoring ------------------------------------------------------------------------
+    def score(self, doc: Doc, answers: list[Answer]) -> dict[str, Any]:
+        mode = self.mode()
+        rec: dict[str, Any] = {"label": bool(doc["label"])}
+        parsed: bool | None
+        if mode == "generate":
+            rec["output"] = answers[0][0]
+            parsed = parse_verdict(answers[0][0])
+        elif mode == "loglikelihood":
+            ll_false, ll_true = float(answers[0][0]), float(answers[1][0])
+            rec["loglikelihoods"] = {" False": ll_false, " True": ll_true}
+            parsed = ll_true > ll_false
+        else:
+            logits = [float(x) for x in answers[0]]
+            if len(logits) != 2:
+                raise HarnessError(f"task {self.name} needs a 2-class head, the model's head has {len(logits)} outputs")
+            rec["logits"] = logits
+            parsed = logits[1] > logits[0]
+        rec["pred"] = parsed
+        # An unparseable output is wrong whatever the label: it is scored as the opposite class.
+        pred = (1 - doc["label"]) if parsed is None else int(parsed)
+        rec["pred_label"] = pred
+        rec["metrics"] = {"acc": float(pred == doc["label"]), "unparseable": float(parsed is None)}
+        return rec
+
+    def aggregate(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
+        gold = [int(s["label"]) for s in samples]
+        pred = [s["pred_label"] for s in samples]
+        out: dict[str, Any] = {"acc": cm.accuracy(gold, pred)}
+        out.update(cm.per_class_prf(gold, pred, [1, 0], ["true", "false"], seed=self.cfg.seed))
+        if self.mode() == "generate":
+            from harness.metrics.stats import mean_stderr
+
+            out["unparseable"] = mean_stderr([s["metrics"]["unparseable"] for s in samples])
+            out["unparseable_count"] = int(sum(s["metrics"]["unparseable"] for s in samples))
+        out["confusion_matrix"] = cm.confusion(gold, pred, [0, 1], ["False", "True"])
+        if cm.warn_single_label(self.name, gold):
+            out["warning"] = "every gold label is the same value: accuracy means nothing on this split"
+        return out
+
+    # --- training -----------------------------------------------------------------------
+    def train_examples(self, split: str = "train") -> list[dict[str, Any]]:
+        """Causal: the evaluation prompt and " True"/" False"; seq-cls: the input pair and label 1 = True."""
+        rows = self._rows(split)
+        if self.cfg.model_kind == "seq-cls":
+            return [{"inputs": (f"{r['question']}\nAnswer: {r['answer']}", r["solution"]), "label": r["label"]}
+                    for r in rows]
+        return [{"prompt": self.prompt(r), "target": " True" if r["label"] else " False"} for r in rows]
+
+
+# --- the project's own small data set in the competition layout --------------------------
+
+
+def verification_row(rng: random.Random) -> dict[str, Any]:
+    """One row: an arithmetic word problem, a worked solution, and whether its answer is right.
+
+    Wrong rows carry a realistic slip (an off-by-some result or a wrong operation) both in the
+    solution's last step and in the provided answer, as in the competition data.
+    """
+    from harness.tiny import word_problem
+
+    row = word_problem(rng)
+    steps, final = row["answer"].rsplit("####", 1)
+    final = final.strip()
+    correct = rng.random() < 0.5
+    answer = final
+    solution = steps.strip().replace("<<", "").replace(">>", " ").replace("  ", " ")
+    if not correct:
+        wrong = str(int(final) + rng.choice([-3, -2, -1, 1, 2, 5, 10]))
+        answer = wrong
+        solution = solution[: solution.rfind(final)] + wrong + solution[solution.rfind(final) + len(final):] \
+            if final in solution else solution + f" So the answer is {wrong}."
+    return {"question": row["question"], "answer": answer, "solution": solution, "is_correct": correct}
+
+
+def write_verification_data(root: Path, n_train: int = 200, n_validation: int = 40, n_test: int = 20,
+                            seed: int = 0, fmt: str = "jsonl") -> Path:
+    """Write root/math_verify/{train,validation,test}.<fmt>; test labels are all False like the competition's."""
+    rng = random.Random(seed)
+    out = root / "math_verify"
+    out.mkdir(parents=True, exist_ok=True)
+    for split, n in (("train", n_train), ("validation", n_validation), ("test", n_test)):
+        rows = [verification_row(rng) for _ in range(n)]
+        if split == "test":
+            rows = [{**r, "is_correct": False} for r in rows]
+        path = out / f"{split}.{fmt}"
+        if fmt == "jsonl":
+            path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        elif fmt == "csv":
+            import csv
+
+            with path.open("w", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=list(COLUMNS))
+                w.writeheader()
+                w.writerows(rows)
+        elif fmt == "parquet":
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            pq.write_table(pa.Table.from_pylist(rows), path)
+        else:
+            raise ValueError(f"unknown format {fmt!r}")
+    return root
