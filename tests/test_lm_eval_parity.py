@@ -1,0 +1,144 @@
+"""Parity with lm-eval 0.4.13: same tiny model, same rows -> the same requests, per-choice log-likelihoods within 1e-4
+and identical acc / acc_norm, for HellaSwag, WinoGrande, ARC-Easy and ARC-Challenge.
+
+lm-eval's own task YAMLs are included and only pointed at local json files (the same rows our tasks read from
+the official layouts), so its prompts, preprocessing and scoring are the installed library's.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import lm_eval
+
+LM_TASKS = Path(lm_eval.__file__).parent / "tasks"
+SUITE = ("hellaswag", "winogrande", "arc_easy", "arc_challenge")
+INCLUDE = {"hellaswag": "hellaswag/hellaswag.yaml", "winogrande": "winogrande/default.yaml",
+           "arc_easy": "arc/arc_easy.yaml", "arc_challenge": "arc/arc_challenge.yaml"}
+
+
+def _hub_arc(src: Path, dst: Path) -> Path:
+    """Official nested ARC rows -> the hub's flat layout that lm-eval's arc YAML templates read."""
+    rows = [json.loads(x) for x in src.read_text().splitlines() if x.strip()]
+    flat = [{"id": r["id"], "question": r["question"]["stem"], "answerKey": r["answerKey"],
+             "choices": {"text": [c["text"] for c in r["question"]["choices"]],
+                         "label": [c["label"] for c in r["question"]["choices"]]}} for r in rows]
+    dst.write_text("".join(json.dumps(r) + "\n" for r in flat))
+    return dst
+
+
+def _wino_with_answers(src: Path, dst: Path) -> Path:
+    rows = [json.loads(x) for x in src.read_text().splitlines() if x.strip()]
+    labels_file = src.with_name("dev-labels.lst")
+    if labels_file.exists():
+        labels = [x.strip() for x in labels_file.read_text().splitlines() if x.strip()]
+        rows = [{**r, "answer": r.get("answer") or lab} for r, lab in zip(rows, labels)]
+    dst.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return dst
+
+
+def lm_eval_samples(model_dir: Path, files: dict[str, Path], work: Path, limit: int) -> dict[str, Any]:
+    """Run lm-eval 0.4.13 (HFLM on the same weights) on local copies of its own task configs."""
+    from lm_eval import simple_evaluate
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    ydir = work / "yaml"
+    ydir.mkdir(parents=True, exist_ok=True)
+    for name, data in files.items():
+        split = "test" if name.startswith("arc") else "validation"
+        (ydir / f"{name}.yaml").write_text(
+            f"include: {LM_TASKS / INCLUDE[name]}\ntask: local_{name}\ndataset_path: json\ndataset_name: null\n"
+            f"dataset_kwargs:\n  data_files:\n    {split}: {data}\ntraining_split: null\nvalidation_split: "
+            f"{'null' if split == 'test' else 'validation'}\n" + ("test_split: test\n" if split == "test" else ""))
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    lm = HFLM(pretrained=model, tokenizer=AutoTokenizer.from_pretrained(model_dir), batch_size=8, device="cpu")
+    out = simple_evaluate(model=lm, tasks=[f"local_{n}" for n in files], log_samples=True, limit=limit,
+                          task_manager=TaskManager(include_path=str(ydir), include_defaults=False))
+    return {n: (out["results"][f"local_{n}"], sorted(out["samples"][f"local_{n}"], key=lambda s: s["doc_id"]))
+            for n in files}
+
+
+def our_samples(model_dir: Path, data_dir: Path, work: Path, limit: int, tasks: tuple[str, ...]) -> dict[str, Any]:
+    from harness.evaluate import RunSpec, run
+    from harness.models.loading import ModelSpec
+    from harness.results import read_results
+    from harness.task import TaskConfig
+
+    spec = RunSpec(model=ModelSpec(model=str(model_dir), batch_size=8), tasks=list(tasks),
+                   task_cfg=TaskConfig(data_dir=data_dir, limit=limit), output_dir=work / "ours", quiet=True)
+    [path] = run(spec)
+    res = read_results(path)
+    out = {}
+    for t in tasks:
+        samples = [json.loads(x) for x in (path.parent / "samples" / f"{t}.jsonl").read_text().splitlines()]
+        out[t] = (res["tasks"][t]["metrics"], samples)
+    return out
+
+
+def check_parity(ours: dict[str, Any], theirs: dict[str, Any]) -> None:
+    for task, (metrics, samples) in ours.items():
+        lm_results, lm_samples = theirs[task]
+        assert len(samples) == len(lm_samples) > 0, task
+        for s, ref in zip(samples, lm_samples):
+            args = [tuple(a) for a in ref["arguments"]]
+            ctxs = s["prompt"] if isinstance(s["prompt"], list) else [s["prompt"]] * len(s["continuations"])
+            assert list(zip(ctxs, s["continuations"])) == args, (task, s["doc_id"])
+            ref_lls = [float(r[0]) for r in ref["filtered_resps"]]
+            assert s["loglikelihoods"] == pytest.approx(ref_lls, abs=1e-4), (task, s["doc_id"])
+            assert s["is_greedy"] == [bool(r[1]) for r in ref["filtered_resps"]], (task, s["doc_id"])
+            for m in s["metrics"]:
+                assert s["metrics"][m] == ref[m], (task, s["doc_id"], m)
+        for m, v in metrics.items():
+            assert v["value"] == pytest.approx(lm_results[f"{m},none"], abs=1e-12), (task, m)
+            assert v["stderr"] == pytest.approx(lm_results[f"{m}_stderr,none"], rel=1e-9), (task, m)
+
+
+@pytest.fixture(scope="module")
+def suite_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from harness.forgetting import write_suite_data
+
+    return write_suite_data(tmp_path_factory.mktemp("suite"), n=20)
+
+
+def _files(data_dir: Path, work: Path, hellaswag_dir: Path) -> dict[str, Path]:
+    work.mkdir(parents=True, exist_ok=True)
+    return {"hellaswag": hellaswag_dir / "hellaswag" / "hellaswag_val.jsonl",
+            "winogrande": _wino_with_answers(data_dir / "winogrande" / "dev.jsonl", work / "wino.jsonl"),
+            "arc_easy": _hub_arc(data_dir / "arc" / "ARC-Easy-Test.jsonl", work / "arc_easy.jsonl"),
+            "arc_challenge": _hub_arc(data_dir / "arc" / "ARC-Challenge-Test.jsonl", work / "arc_challenge.jsonl")}
+
+
+@pytest.mark.parametrize("model_fixture", ["tiny_gpt2", "tiny_llama"])
+def test_parity_on_project_rows(model_fixture: str, request: pytest.FixtureRequest, suite_dir: Path,
+                                tmp_path: Path) -> None:
+    """Rows the project writes in the official layouts (HellaSwag bracket artefacts, WinoGrande labels file)."""
+    model_dir = request.getfixturevalue(model_fixture)
+    theirs = lm_eval_samples(model_dir, _files(suite_dir, tmp_path / "lm", suite_dir), tmp_path / "lm", limit=20)
+    check_parity(our_samples(model_dir, suite_dir, tmp_path, 20, SUITE), theirs)
+
+
+def test_parity_on_real_files_with_gpt2_bpe(shared_data: Path, gpt2_bpe: Any, suite_dir: Path,
+                                           tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The real ARC and WinoGrande files, the real GPT-2 tokenizer, a random tiny GPT-2."""
+    import shutil
+
+    from harness.tiny import build_causal_lm
+
+    model_dir = build_causal_lm(tmp_path_factory.mktemp("gpt2bpe-model"), gpt2_bpe, d_model=64, n_layer=2, n_head=4)
+    data = tmp_path_factory.mktemp("real")
+    for sub in ("arc", "winogrande", "hellaswag"):  # a --data-dir in the official layout: links, not copies
+        (data / sub).mkdir()
+    for f in ("ARC-Easy-Test.jsonl", "ARC-Challenge-Test.jsonl"):
+        (data / "arc" / f).symlink_to(shared_data / "arc" / f)
+    for f in ("dev.jsonl", "dev-labels.lst"):
+        (data / "winogrande" / f).symlink_to(shared_data / "winogrande" / f)
+    shutil.copy(suite_dir / "hellaswag" / "hellaswag_val.jsonl", data / "hellaswag" / "hellaswag_val.jsonl")
+    work = tmp_path_factory.mktemp("work")
+    theirs = lm_eval_samples(model_dir, _files(data, work / "lm", suite_dir), work / "lm", limit=40)
+    check_parity(our_samples(model_dir, data, work, 40, SUITE), theirs)
