@@ -159,6 +159,7 @@ class JudgeClient:
         self._exhausted: str | None = None  # set once the budget refused a call: no later call is sent either
         self._rng = random.Random(seed)
         self._http: httpx.AsyncClient | None = None
+        self._inflight: dict[str, asyncio.Future[Completion]] = {}
 
     async def __aenter__(self) -> JudgeClient:
         limits = httpx.Limits(max_connections=self.settings.max_concurrency,
@@ -186,12 +187,31 @@ class JudgeClient:
         return delay
 
     async def complete(self, messages: Messages) -> Completion:
+        """The judge's reply: from the cache, from an identical call already in flight, or from the endpoint."""
         key = cache_key(self.settings, messages)
         if self.cache is not None:
             hit = self.cache.get(key)
             if hit is not None:
                 self.usage.cache_hits += 1
                 return Completion(hit[0], hit[1], hit[2], cached=True)
+        if key in self._inflight:  # the same prompt twice (identical answers): pay once
+            done = await asyncio.shield(self._inflight[key])
+            self.usage.cache_hits += 1
+            return Completion(done.text, done.prompt_tokens, done.completion_tokens, cached=True, error=done.error)
+        fut: asyncio.Future[Completion] = asyncio.get_running_loop().create_future()
+        self._inflight[key] = fut
+        try:
+            result = await self._complete_uncached(key, messages)
+        except BaseException as e:
+            fut.set_exception(e)
+            fut.exception()  # mark retrieved: waiters re-raise it, nobody else must
+            raise
+        finally:
+            self._inflight.pop(key, None)
+        fut.set_result(result)
+        return result
+
+    async def _complete_uncached(self, key: str, messages: Messages) -> Completion:
         async with self._sem:
             if self._exhausted:
                 raise BudgetExceeded(self._exhausted)

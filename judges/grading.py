@@ -75,10 +75,11 @@ def _turns_of(q: Question, answer_sets: list[dict[str, list[str]]], turns: list[
 def _common_questions(questions: list[Question], answers: dict[str, dict[str, list[str]]],
                       models: list[str]) -> tuple[list[Question], list[str]]:
     known = {q.question_id for q in questions}
-    for m in models:
-        extra = sorted(set(answers[m]) - known)
-        if extra:
-            raise HarnessError(f"answers of {m}: question_id {extra[0]} is not in the question set (wrong --questions?)")
+    for m in models:  # answers to questions outside the set (e.g. under --limit) are ignored, but some must match
+        if answers[m] and not set(answers[m]) & known:
+            first = next(iter(answers[m]))
+            raise HarnessError(f"answers of {m}: none of its question_ids (e.g. {first}) is in the question set "
+                               "(wrong --questions?)")
     keep = [q for q in questions if all(q.question_id in answers[m] for m in models)]
     skipped = [q.question_id for q in questions if q not in keep]
     if not keep:
