@@ -179,6 +179,7 @@ COMMAND_MODULES: list[str] = [
     # issue 3: train, sweep
     # issue 4: score
     # issue 6: forgetting
+    "harness.forgetting_cli",
     # issue 7: generate, judge, tournament
     "harness.judge_cli",
 ]

@@ -124,4 +124,9 @@ def render(root: Path, fmt: str = "markdown") -> str:
         lines.append("| " + r["name"] + " | " + " | ".join(_fmt(r["cells"][c], 1 if t["scale"][c] == 100 else 3)
                                                          for c in cols) + " |")
     lines += ["", "Values are mean ± standard error; (±x) is the change against the base row of the same model."]
+    from harness.forgetting import leaderboard_section  # forgetting reports (forgetting.json) under root, if any
+
+    section = leaderboard_section(root)
+    if section:
+        lines += ["", section.rstrip("\n")]
     return "\n".join(lines) + "\n"
