@@ -85,10 +85,13 @@ def _as_bool(value: Any, where: str) -> bool:
 class MathVerify(Task):
     name = "math_verify"
     version = "1"
-    output_type = "loglikelihood"
     metrics = ("acc", "f1_true", "f1_false")
     data_source = (f"hub {HUB} (validation = last {VALIDATION_ROWS} rows of train); "
                    "local DIR/math_verify/{split}.{parquet,jsonl,csv} or --task-option file=PATH")
+
+    @property
+    def output_type(self) -> str:  # type: ignore[override]
+        return self.mode()
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "output_type": "loglikelihood | generate (mode=) | classify (seq-cls)"}
