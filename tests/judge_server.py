@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -86,8 +87,21 @@ class JudgeServer:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
+            def setup(self) -> None:
+                super().setup()  # headers and body go out in separate writes: without NODELAY, Nagle adds ~40 ms
+                self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
             def log_message(self, *args: Any) -> None:
                 pass
+
+            def do_GET(self) -> None:  # noqa: N802 - /stats: counters, for a server run in another process
+                with server.lock:
+                    stats = {"requests": server.requests, "by_status": server.by_status}
+                    body = json.dumps(stats).encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
 
             def do_POST(self) -> None:  # noqa: N802 - http.server naming
                 try:
@@ -137,6 +151,9 @@ class JudgeServer:
 
     def _handle(self, h: BaseHTTPRequestHandler) -> None:
         raw = h.rfile.read(int(h.headers.get("Content-Length", "0")))
+        if h.path.endswith("/reset"):
+            self.reset_counts()
+            return self._send(h, 200, {})
         key = hashlib.sha256(raw).hexdigest()
         with self.lock:
             self.requests += 1
@@ -170,3 +187,23 @@ class JudgeServer:
         self._send(h, 200, {"id": "chatcmpl-" + key[:12], "object": "chat.completion", "model": req.get("model"),
                             "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
                                          "finish_reason": "stop"}], "usage": usage})
+
+
+def main() -> None:
+    """Serve in the foreground (the bench runs it in its own process so it does not share the client's GIL)."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description="Deterministic OpenAI-compatible judge on 127.0.0.1.")
+    ap.add_argument("--latency", type=float, default=0.0)
+    args = ap.parse_args()
+    srv = JudgeServer(latency=args.latency)
+    print(srv.start(), flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        srv.stop()
+
+
+if __name__ == "__main__":
+    main()
