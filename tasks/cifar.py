@@ -178,5 +178,8 @@ class CIFAR10(Task):
         return out
 
     def train_examples(self, split: str = "train") -> list[dict[str, Any]]:
-        """{"inputs": (image path or inline PNG,), "label"} for the trainer's image classifiers."""
-        return [{"inputs": (d["image"],), "label": d["label"]} for d in self._rows(split)]
+        """{"inputs": (image path, or a PIL image for rows without a file,), "label"} for image-classifier training."""
+        from harness.models.image import open_image
+
+        return [{"inputs": (open_image(d["image"]) if d["image"].startswith("data:") else d["image"],), "label": d["label"]}
+                for d in self._rows(split)]

@@ -11,6 +11,7 @@ from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
 from harness.errors import HarnessError
 from harness.evaluate import RunSpec, run
+from harness.leaderboard import render
 from harness.models.loading import ModelSpec
 from harness.results import read_results
 from harness.task import TaskConfig
@@ -230,7 +231,7 @@ def test_encoder_regression_stsb_through_cli(cli, minilm_adapters: tuple[str, Pa
     assert m["pearson"]["value"] == pytest.approx(pearsonr(pred, gold)[0])
     assert m["spearman"]["value"] == pytest.approx(spearmanr(pred, gold)[0])
     assert m["pearson"]["stderr"] > 0
-    board = cli("leaderboard", str(out), check=True).stdout
+    board = render(out)
     assert "stsb/pearson (%)" in board and f"+ {reg_adapter.name}" in board
 
 
