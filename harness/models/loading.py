@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -237,7 +238,9 @@ def _head_size_from_adapter(path: str) -> int | None:
         return None
     with safe_open(str(f), "pt") as st:
         for k in st.keys():
-            if k.endswith(("classifier.weight", "classifier.out_proj.weight", "score.weight")) and "lora" not in k:
+            # ResNet-style heads are Sequential(Flatten, Linear): classifier.1.weight
+            if "lora" not in k and (k.endswith(("classifier.weight", "classifier.out_proj.weight", "score.weight"))
+                                    or re.search(r"classifier\.\d+\.weight$", k)):
                 return int(st.get_slice(k).get_shape()[0])
     return None
 
