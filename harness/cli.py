@@ -177,6 +177,7 @@ def leaderboard(
 COMMAND_MODULES: list[str] = [
     "harness.demo",
     # issue 3: train, sweep
+    "harness.train.cli",
     # issue 4: score
     # issue 6: forgetting
     "harness.forgetting_cli",
