@@ -11,9 +11,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 import lm_eval
+import pytest
 
 LM_TASKS = Path(lm_eval.__file__).parent / "tasks"
 SUITE = ("hellaswag", "winogrande", "arc_easy", "arc_challenge")
