@@ -141,3 +141,34 @@ def test_parity_on_real_files_with_gpt2_bpe(shared_data: Path, gpt2_bpe: Any, su
     work = tmp_path_factory.mktemp("work")
     theirs = lm_eval_samples(model_dir, _files(data, work / "lm", suite_dir), work / "lm", limit=40)
     check_parity(our_samples(model_dir, data, work, 40, SUITE), theirs)
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 8])
+def test_loglikelihood_edge_cases_match_hflm(tiny_llama: Path, batch_size: int) -> None:
+    """Empty context, trailing spaces, continuations sharing first tokens, left truncation, duplicates, one-token
+    continuations: our shared-prefix scoring equals lm-eval's HFLM (one full forward per request)."""
+    from lm_eval.api.instance import Instance
+    from lm_eval.models.huggingface import HFLM
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from harness.models.causal import CausalLM
+    from harness.models.loading import ModelSpec
+    from harness.requests import LogLikelihood
+    from harness.runner import run_requests
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama).eval()
+    tok = AutoTokenizer.from_pretrained(tiny_llama)
+    ours = CausalLM(model, tok, {"base": "tiny"}, ModelSpec(model=str(tiny_llama), batch_size=batch_size))
+    q = "Question: Tom has 3 apples. How many apples?\nAnswer:"
+    long = " ".join(["Tom has 3 apples and gets 4 more."] * 80)  # longer than the 512 positions: left-truncated
+    reqs = [LogLikelihood(q, c) for c in (" 3 apples", " 3 apples and", " 7", " 7 apples.", " 3")]
+    reqs += [LogLikelihood("", " Tom has 3 apples."), LogLikelihood("Ana has ", "2 books."), LogLikelihood(long, " 7"),
+             LogLikelihood(long, " 7 apples"), LogLikelihood("Tom gives Li", " 2 coins."),
+             LogLikelihood("Tom gives Ana", " 2 coins.")]
+    answers = run_requests(ours, "k", reqs + reqs[:2], quiet=True)
+    lm = HFLM(pretrained=model, tokenizer=tok, batch_size=4, device="cpu")
+    ref = lm.loglikelihood([Instance("loglikelihood", {}, (r.context, r.continuation), i) for i, r in enumerate(reqs)],
+                           disable_tqdm=True)
+    for r, (ll, greedy) in zip(reqs, ref):
+        assert answers[r.key()][0] == pytest.approx(ll, abs=1e-4), r
+        assert answers[r.key()][1] == greedy, r
