@@ -108,6 +108,7 @@ class ResponseCache:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(str(path), timeout=30)
         self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")  # no fsync per reply: a crash loses at most the latest replies
         self.db.execute("CREATE TABLE IF NOT EXISTS replies (key TEXT PRIMARY KEY, model TEXT, text TEXT, "
                         "prompt_tokens INTEGER, completion_tokens INTEGER, created REAL)")
         self.db.commit()

@@ -153,7 +153,8 @@ def read_answers(path: Path) -> tuple[str, dict[str, list[str]]]:
 
 def answer_row(question: Question, model_id: str, replies: list[str], generation: dict[str, Any]) -> dict[str, Any]:
     """One FastChat-format answer row."""
-    return {"question_id": question.question_id, "answer_id": uuid.uuid4().hex[:22], "model_id": model_id,
+    qid: int | str = int(question.question_id) if question.question_id.isdigit() else question.question_id
+    return {"question_id": qid, "answer_id": uuid.uuid4().hex[:22], "model_id": model_id,
             "choices": [{"index": 0, "turns": replies}], "tstamp": time.time(), "generation_settings": generation}
 
 

@@ -223,6 +223,9 @@ def relative_scores(pairs: Sequence[ScorePair], baseline: str, rounds: int = 100
             per_model.setdefault(p.model_a, []).append((p.score_a, p.score_b))
         elif p.model_a == baseline and p.model_b != baseline:
             per_model.setdefault(p.model_b, []).append((p.score_b, p.score_a))
+    if not pairs:
+        raise HarnessError(f"--baseline {baseline}: the inputs hold no scores (single or multi judgments, or FastChat "
+                           "reviews); pairwise verdicts give ratings and win rates only")
     if not per_model:
         known = sorted({p.model_a for p in pairs} | {p.model_b for p in pairs})
         raise HarnessError(f"--baseline {baseline}: no scored answers pair it with another model (models: "
