@@ -76,6 +76,10 @@ def wrap_model(model: Any, kind: str, spec: TrainSpec) -> Any:
     targets: Any = spec.target_list()
     to_save = spec.save_list()
     task_type = {"causal": "CAUSAL_LM", "seq-cls": "SEQ_CLS"}.get(kind)
+    if kind == "seq-cls" and to_save is None and any(n.split(".")[-1] == "pooler" for n, _ in model.named_modules()):
+        # PEFT trains the head (classifier / score) in full; BERT-style poolers feed it and train with it:
+        # sentence-transformers checkpoints (all-MiniLM-L6-v2) ship without one, so it starts random.
+        to_save = ["pooler"]
     if kind == "image":
         from harness.train.classify import image_lora_targets
 
