@@ -179,6 +179,7 @@ COMMAND_MODULES: list[str] = [
     # issue 3: train, sweep
     "harness.train.cli",
     # issue 4: score
+    "harness.score_cli",
     # issue 6: forgetting
     "harness.forgetting_cli",
     # issue 7: generate, judge, tournament

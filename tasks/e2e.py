@@ -1,0 +1,204 @@
+"""E2E NLG Challenge: restaurant meaning representation -> one-sentence description (Novikova et al., 2017).
+
+Data: hub `GEM/e2e_nlg` (or `e2e_nlg`), the challenge CSVs (`mr,ref`: `DIR/e2e/testset_w_refs.csv`, `devset.csv`,
+`trainset.csv`, also under `DIR/e2e-dataset/`) or the LoRA repository's `name : X | Type : Y||reference` lines
+(`DIR/e2e/test.txt`, `valid.txt`, `train.txt`, also under `DIR/lora-e2e/`); `--task-option data=FILE` picks one file.
+References are grouped by meaning representation (630 in the test set) and each MR is decoded once, with the
+run's decoding settings (the LoRA paper used `--num-beams 10 --length-penalty 0.8 --no-repeat-ngram-size 4`).
+Metrics are corpus-level and identical to the official scorer's (see harness/metrics/nlg.py): BLEU, NIST, METEOR,
+ROUGE_L, CIDEr, with bootstrap standard errors (none for METEOR). `--task-option skip_meteor=1` runs without Java.
+
+Task options: data=FILE, train_data=FILE, prompt=TEMPLATE (with {mr}; `\\n` for a newline), skip_meteor=1,
+bootstrap_iters=N (default 200; 0 for none).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from harness.errors import HarnessError
+from harness.metrics.nlg import METRICS, E2EScores, coco_tokenize, rouge_l
+from harness.metrics.stats import Metric
+from harness.requests import Answer, Generate, Request
+from harness.task import Doc, Task, find_local, load_hub, read_table
+
+DEFAULT_PROMPT = "Meaning representation: {mr}\nDescription:"
+CHAT_INSTRUCTION = "Write one sentence describing this restaurant: {mr}"
+STOP = ("\n",)
+# The LoRA repository's attribute names -> the challenge's.
+LORA_KEYS = {"name": "name", "Type": "eatType", "area": "area", "food": "food", "price": "priceRange",
+             "customer rating": "customer rating", "family friendly": "familyFriendly", "near": "near"}
+SPLIT_FILES = {
+    "test": ("e2e/testset_w_refs.csv", "e2e-dataset/testset_w_refs.csv", "e2e/test.txt", "lora-e2e/test.txt"),
+    "validation": ("e2e/devset.csv", "e2e-dataset/devset.csv", "e2e/valid.txt", "lora-e2e/valid.txt"),
+    "train": ("e2e/trainset.csv", "e2e-dataset/trainset.csv", "e2e/train.txt", "lora-e2e/train.txt"),
+}
+
+
+def lora_mr(text: str, where: str) -> str:
+    """`name : X | Type : Y` -> the challenge's `name[X], eatType[Y]`, so every source yields the same prompt."""
+    parts = []
+    for field in text.split(" | "):
+        key, sep, value = field.partition(" : ")
+        key = key.strip()
+        if not sep or key not in LORA_KEYS:
+            raise HarnessError(f"{where}: cannot parse meaning representation field {field.strip()!r}")
+        parts.append(f"{LORA_KEYS[key]}[{value.strip()}]")
+    return ", ".join(parts)
+
+
+def read_lora_pairs(path: Path) -> list[tuple[str, str]]:
+    """(mr, ref) pairs of a LoRA-repository E2E file: one `MR||reference` per line."""
+    pairs = []
+    with path.open(encoding="utf-8") as f:
+        for i, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            if "||" not in line:
+                raise HarnessError(f"{path}:{i}: expected `meaning representation||reference`")
+            mr, ref = line.rstrip("\n").split("||", 1)
+            pairs.append((lora_mr(mr, f"{path}:{i}"), ref.strip()))
+    return pairs
+
+
+def fix_mojibake(s: str) -> str:
+    """The character repairs the official scorer applies to CSV/TSV input."""
+    return s.replace("\ufeff", "").replace("Ł", "£").replace("Â£", "£").replace("Ã©", "é").replace("ã©", "é")
+
+
+def read_csv_pairs(path: Path, text_column: str = "ref") -> list[tuple[str, str]]:
+    """(mr, text) pairs of a challenge-format CSV/TSV (columns `mr` and `ref`, any case, or MR + one other column)."""
+    rows = read_table(path)
+    if not rows:
+        raise HarnessError(f"{path}: no rows")
+    cols = {c.lower().strip().lstrip("\ufeff"): c for c in rows[0]}
+    if "mr" not in cols:
+        raise HarnessError(f"{path}: no `mr` column (columns: {', '.join(rows[0])})")
+    other = cols.get(text_column) or next((c for k, c in cols.items() if k != "mr"), None)
+    if other is None:
+        raise HarnessError(f"{path}: no `{text_column}` column next to `mr` (columns: {', '.join(rows[0])})")
+    out = []
+    for i, r in enumerate(rows, 2):
+        mr, text = (r.get(cols["mr"]) or "").strip(), r.get(other)
+        if not mr:
+            raise HarnessError(f"{path} row {i}: empty meaning representation")
+        if text is None:
+            raise HarnessError(f"{path} row {i}: missing `{other}` value")
+        out.append((fix_mojibake(mr), fix_mojibake(text.strip())))
+    return out
+
+
+def read_pairs(path: Path) -> list[tuple[str, str]]:
+    """(mr, ref) pairs of any supported local E2E file."""
+    if path.suffix.lower() == ".txt":
+        if not path.exists():
+            raise HarnessError(f"{path}: file not found")
+        return read_lora_pairs(path)
+    return read_csv_pairs(path)
+
+
+def group_pairs(pairs: list[tuple[str, str]], where: str) -> list[tuple[str, list[str]]]:
+    """References grouped by MR, in order of first appearance; an MR whose references are all empty is an error."""
+    groups: dict[str, list[str]] = {}
+    for mr, ref in pairs:
+        groups.setdefault(mr, [])
+        if ref:
+            groups[mr].append(ref)
+    for mr, refs in groups.items():
+        if not refs:
+            raise HarnessError(f"{where}: meaning representation {mr!r} has no references")
+    return list(groups.items())
+
+
+def _hub_pairs(split: str) -> tuple[list[tuple[str, str]], str]:
+    errors = []
+    for path in ("GEM/e2e_nlg", "e2e_nlg"):
+        try:
+            rows = load_hub(path, None, split, f"{SPLIT_FILES[split][0]} or {SPLIT_FILES[split][2]}")
+        except HarnessError as e:
+            errors.append(e)
+            continue
+        pairs = []
+        for r in rows:
+            mr = r.get("meaning_representation")
+            refs = r.get("references") or [r.get("target") or r.get("human_reference") or ""]
+            pairs += [(mr, ref) for ref in refs]
+        return pairs, f"hub:{path}/{split}"
+    raise errors[0]
+
+
+def _flag(value: str | None) -> bool:
+    return (value or "").strip().lower() in ("1", "true", "yes", "on")
+
+
+class E2E(Task):
+    name = "e2e"
+    version = "1"
+    output_type = "generate"
+    metrics = METRICS
+    data_source = "hub GEM/e2e_nlg (test); local DIR/e2e/testset_w_refs.csv or DIR/e2e/test.txt (LoRA format)"
+
+    def _pairs(self, split: str) -> tuple[list[tuple[str, str]], str]:
+        opt = self.cfg.options.get("data" if split == "test" else "train_data" if split == "train" else "valid_data")
+        if opt:
+            return read_pairs(Path(opt)), opt
+        local = find_local(self.cfg.data_dir, *SPLIT_FILES[split])
+        if local is not None:
+            return read_pairs(local), str(local)
+        if self.cfg.data_dir is not None and split == "test":
+            raise HarnessError(f"--data-dir {self.cfg.data_dir}: none of {', '.join(SPLIT_FILES[split])} there")
+        return _hub_pairs(split)
+
+    def docs(self) -> list[Doc]:
+        pairs, where = self._pairs("test")
+        self.source_description = where
+        return [{"id": str(i), "mr": mr, "refs": refs} for i, (mr, refs) in enumerate(group_pairs(pairs, where))]
+
+    def prompt(self, mr: str) -> str | tuple[tuple[str, str], ...]:
+        if self.cfg.chat_template:
+            return (("user", CHAT_INSTRUCTION.format(mr=mr)),)
+        template = self.cfg.options.get("prompt", DEFAULT_PROMPT).replace("\\n", "\n")
+        if "{mr}" not in template:
+            raise HarnessError(f"--task-option prompt={template!r}: the template needs a {{mr}} placeholder")
+        return template.format(mr=mr)
+
+    def requests(self, doc: Doc) -> list[Request]:
+        c = self.cfg
+        return [Generate(prompt=self.prompt(doc["mr"]), stop=STOP, max_new_tokens=c.max_new_tokens or 64,
+                         temperature=c.temperature, top_p=c.top_p, n=1, seed=c.seed, num_beams=c.num_beams,
+                         length_penalty=c.length_penalty, no_repeat_ngram_size=c.no_repeat_ngram_size)]
+
+    def score(self, doc: Doc, answers: list[Answer]) -> dict[str, Any]:
+        output = answers[0][0].split("\n")[0].strip()
+        prompt = self.prompt(doc["mr"])
+        return {
+            "prompt": prompt if isinstance(prompt, str) else [list(m) for m in prompt],
+            "mr": doc["mr"],
+            "output": output,
+            "refs": doc["refs"],
+            # sentence-level ROUGE-L for browsing samples; the task's metrics are corpus-level (aggregate)
+            "metrics": {"ROUGE_L": rouge_l(coco_tokenize(output), [coco_tokenize(r) for r in doc["refs"]])},
+        }
+
+    def aggregate(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
+        if not samples:
+            return {}
+        skip = _flag(self.cfg.options.get("skip_meteor"))
+        try:
+            iters = int(self.cfg.options.get("bootstrap_iters", "200"))
+        except ValueError:
+            raise HarnessError(f"--task-option bootstrap_iters={self.cfg.options['bootstrap_iters']}: not an integer") from None
+        scores = E2EScores([s["refs"] for s in samples], [s["output"] for s in samples], with_meteor=not skip)
+        values = scores.values()
+        stderr = scores.bootstrap_stderr(iters, self.cfg.seed) if iters > 0 else {}
+        out: dict[str, Any] = {m: Metric(v, stderr.get(m)) for m, v in values.items()}
+        if skip:
+            out["meteor"] = "skipped (--task-option skip_meteor=1)"
+        return out
+
+    def train_examples(self, split: str = "train") -> list[dict[str, Any]]:
+        """One example per (MR, reference) pair: the evaluation prompt, target = " " + reference."""
+        pairs, _ = self._pairs(split)
+        return [{"prompt": self.prompt(mr), "target": " " + ref} for mr, ref in pairs if ref]
+

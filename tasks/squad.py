@@ -1,0 +1,137 @@
+"""SQuAD v1.1: extractive reading comprehension, scored by the official v1.1 exact match and F1 (Rajpurkar et al., 2016).
+
+Data: hub `rajpurkar/squad` (validation), the official `dev-v1.1.json` (`DIR/squad/dev-v1.1.json` or
+`DIR/squad-v1.1/dev-v1.1.json`), or `--task-option data=FILE`. The model continues
+`Context: ...\\nQuestion: ...\\nAnswer:` (`--task-option prompt=...` with {context} and {question}; `\\n` for a newline);
+the answer is cut at the first newline. Scores are the official ones: x100, max over gold answers
+(harness/metrics/squad.py). Training examples (train-v1.1.json or hub train) use the first answer span as target.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from harness.errors import HarnessError
+from harness.metrics.squad import exact_match_score, f1_score, max_over_ground_truths, squad_questions
+from harness.metrics.stats import Metric, mean_stderr
+from harness.requests import Answer, Generate, Request
+from harness.task import Doc, Task, find_local, load_hub
+
+DEFAULT_PROMPT = "Context: {context}\nQuestion: {question}\nAnswer:"
+STOP = ("\n",)
+FILES = {"validation": ("squad/dev-v1.1.json", "squad-v1.1/dev-v1.1.json", "dev-v1.1.json"),
+         "train": ("squad/train-v1.1.json", "squad-v1.1/train-v1.1.json", "train-v1.1.json")}
+
+
+def read_official(path: Path) -> list[dict[str, Any]]:
+    """Flat question rows (id, title, context, question, answers: [str]) of an official SQuAD json file."""
+    if not path.exists():
+        raise HarnessError(f"{path}: file not found")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise HarnessError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("data"), list):
+        raise HarnessError(f"{path}: not an official SQuAD file (expected an object with a `data` list)")
+    rows = []
+    try:
+        for article in data["data"]:
+            for paragraph in article["paragraphs"]:
+                for qa in paragraph["qas"]:
+                    rows.append({"id": str(qa["id"]), "title": article.get("title", ""), "context": paragraph["context"],
+                                 "question": qa["question"], "answers": [a["text"] for a in qa["answers"]]})
+    except (KeyError, TypeError) as e:
+        raise HarnessError(f"{path}: question {len(rows) + 1} is missing field {e}") from None
+    return rows
+
+
+def load_official_dataset(path: Path) -> tuple[list[dict[str, Any]], Any]:
+    """(`data` list, `version`) of an official file, checked enough that evaluation cannot crash half way."""
+    if not path.exists():
+        raise HarnessError(f"{path}: file not found")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise HarnessError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("data"), list):
+        raise HarnessError(f"{path}: not an official SQuAD file (expected an object with a `data` list)")
+    try:
+        for qa in squad_questions(data["data"]):
+            if not isinstance(qa["id"], str) or not all(isinstance(a["text"], str) for a in qa["answers"]):
+                raise HarnessError(f"{path}: question {qa['id']!r} has a non-string id or answer")
+    except (KeyError, TypeError) as e:
+        raise HarnessError(f"{path}: a question is missing field {e}") from None
+    return data["data"], data.get("version")
+
+
+class SQuAD(Task):
+    name = "squad"
+    version = "1"
+    output_type = "generate"
+    metrics = ("exact_match", "f1")
+    data_source = "hub rajpurkar/squad (validation); local DIR/squad/dev-v1.1.json (official format)"
+
+    def _rows(self, split: str) -> tuple[list[dict[str, Any]], str]:
+        opt = self.cfg.options.get("data" if split == "validation" else "train_data")
+        if opt:
+            return read_official(Path(opt)), opt
+        local = find_local(self.cfg.data_dir, *FILES[split])
+        if local is not None:
+            return read_official(local), str(local)
+        if self.cfg.data_dir is not None and split == "validation":
+            raise HarnessError(f"--data-dir {self.cfg.data_dir}: none of {', '.join(FILES[split])} there")
+        rows = load_hub("rajpurkar/squad", None, split, FILES[split][0])
+        return [{"id": str(r["id"]), "title": r.get("title", ""), "context": r["context"], "question": r["question"],
+                 "answers": list(r["answers"]["text"])} for r in rows], f"hub:rajpurkar/squad/{split}"
+
+    def docs(self) -> list[Doc]:
+        rows, where = self._rows("validation")
+        self.source_description = where
+        seen: set[str] = set()
+        for r in rows:
+            if r["id"] in seen:
+                raise HarnessError(f"{where}: duplicate question id {r['id']}")
+            seen.add(r["id"])
+        return rows
+
+    def prompt(self, doc: Doc) -> str | tuple[tuple[str, str], ...]:
+        template = self.cfg.options.get("prompt", DEFAULT_PROMPT).replace("\\n", "\n")
+        for key in ("{context}", "{question}"):
+            if key not in template:
+                raise HarnessError(f"--task-option prompt={template!r}: the template needs a {key} placeholder")
+        text = template.format(context=doc["context"], question=doc["question"])
+        return (("user", text),) if self.cfg.chat_template else text
+
+    def requests(self, doc: Doc) -> list[Request]:
+        c = self.cfg
+        return [Generate(prompt=self.prompt(doc), stop=STOP, max_new_tokens=c.max_new_tokens or 32,
+                         temperature=c.temperature, top_p=c.top_p, n=1, seed=c.seed, num_beams=c.num_beams,
+                         length_penalty=c.length_penalty, no_repeat_ngram_size=c.no_repeat_ngram_size)]
+
+    def score(self, doc: Doc, answers: list[Answer]) -> dict[str, Any]:
+        output = answers[0][0]
+        answer = output.split("\n")[0].strip()
+        em = max_over_ground_truths(exact_match_score, answer, doc["answers"])
+        f1 = max_over_ground_truths(f1_score, answer, doc["answers"])
+        return {"output": output, "extracted": answer, "target": doc["answers"], "official": {"em": em, "f1": f1},
+                "metrics": {"exact_match": 100.0 * em, "f1": 100.0 * f1}}
+
+    def aggregate(self, samples: list[dict[str, Any]]) -> dict[str, Metric]:
+        """Value as the official script sums it (x100 once at the end), stderr of the per-question scores."""
+        out = {}
+        for m, key in (("exact_match", "em"), ("f1", "f1")):
+            total = 0
+            for s in samples:
+                total += s["official"][key]
+            se = mean_stderr([s["metrics"][m] for s in samples]).stderr
+            out[m] = Metric(100.0 * total / len(samples) if samples else float("nan"), se)
+        return out
+
+    def train_examples(self, split: str = "train") -> list[dict[str, Any]]:
+        """Evaluation prompt; target = " " + the first gold answer span."""
+        if split not in FILES:
+            raise HarnessError(f"squad: no {split!r} split (use train or validation)")
+        rows, _ = self._rows(split)
+        return [{"prompt": self.prompt(r), "target": " " + r["answers"][0]} for r in rows if r["answers"]]
