@@ -193,3 +193,21 @@ def test_qlora_threeclass_files(tmp_path: Path) -> None:
     bad.write_text(json.dumps({"question_id": 1, "score": 5}) + "\n")
     with pytest.raises(HarnessError, match=r"x-vs-y.jsonl:1: score must be 1, 2, 3 or -1"):
         load_judgments([bad])
+
+
+def test_baseline_percentages_from_single_gradings(tmp_path: Path) -> None:
+    from harness.judge_cli import tournament
+
+    rows = []
+    for q, (m, base) in enumerate([(6, 8), (9, 6), (None, 7), (4, None)], 1):  # None: a parse failure on that side
+        rows.append({"kind": "single", "question_id": q, "turn": 1, "model": "tuned", "score": m})
+        rows.append({"kind": "single", "question_id": q, "turn": 1, "model": "chatgpt", "score": base})
+    f = tmp_path / "single.jsonl"
+    f.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "ratings.md"
+    tournament(files=[f], baseline="chatgpt", output=out, bt_rounds=10, elo_rounds=10)
+    md = out.read_text()
+    assert f"| tuned | {100 * 15 / 14:.1f}% |" in md and "| 2 |" in md  # questions 1 and 2 only: (6+9)/(8+6)
+    assert not out.with_suffix(".png").exists()  # no matches, so no rating plot
+    with pytest.raises(HarnessError, match="no pairwise matches"):
+        tournament(files=[f], output=out)
