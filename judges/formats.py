@@ -3,6 +3,7 @@
 - ours: rows written by `harness judge` with "kind" = pairwise | single | multi.
 - FastChat legacy review tables (`review_<model1>_<model2>.jsonl`): rows with "score": [s1, s2] from one
   judge call that graded both answers; [-1, -1] marks a judge reply FastChat could not parse.
+- QLoRA's `relative-gpt-3.5` files (`<model>-vs-gpt-3.5-gpt4-reviewer.jsonl`) hold score pairs the same way.
 - QLoRA `eval/ratings-gpt4` pairwise files (`<model1>-vs-<model2>-gpt-4-reviewer-threeclass.jsonl`): rows
   with "question_id" and "score" 1 (first better), 2 (second better), 3 (tie) or -1 (parse failure).
 The format is detected per file from its rows; model names come from the rows or the file name.
@@ -82,7 +83,7 @@ def qlora_pair_from_name(path: Path) -> tuple[str, str]:
     first, rest = stem.split("-vs-", 1)
     if "-reviewer" in rest:
         rest = rest[: rest.index("-reviewer")]
-        rest = re.sub(r"-(gpt-[0-9][\w.\-]*|claude[\w.\-]*)$", "", rest)
+        rest = re.sub(r"-(gpt-?\d+(?:\.\d+)?(?:-turbo)?o?(?:-mini)?|claude[\w.]*)$", "", rest)  # the judge's name
     if not first or not rest:
         raise HarnessError(f"{path}: empty model name in {stem!r}")
     return first, rest
@@ -122,7 +123,7 @@ def _ours(path: Path, rows: list[dict[str, Any]]) -> Judgments:
 
 
 def _fastchat(path: Path, rows: list[dict[str, Any]]) -> Judgments:
-    a, b = fastchat_pair_from_name(path)
+    a, b = qlora_pair_from_name(path) if "-vs-" in path.stem else fastchat_pair_from_name(path)
     out = Judgments()
     for i, row in enumerate(rows, 1):
         qid, sc = _qid(row, path, i), row["score"]

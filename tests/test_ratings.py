@@ -176,6 +176,9 @@ def test_qlora_threeclass_files(tmp_path: Path) -> None:
     assert qlora_pair_from_name(Path("13b-guanaco-vicuna-generations-topp0.9-temp0.7-vs-answer-bard-gpt-4-reviewer-"
                                      "threeclass.jsonl")) == ("13b-guanaco-vicuna-generations-topp0.9-temp0.7",
                                                               "answer-bard")
+    assert qlora_pair_from_name(Path("answer-bard-vs-answer-gpt4-gpt-4-reviewer-threeclass.jsonl")) == (
+        "answer-bard", "answer-gpt4")
+    assert qlora_pair_from_name(Path("7b-guanaco-vs-gpt-3.5-gpt4-reviewer.jsonl")) == ("7b-guanaco", "gpt-3.5")
     assert fastchat_pair_from_name(Path("review__gpt-3.5-turbo_review_vicuna-13b__gpt-3.5-turbo_review_alpaca-13b_"
                                         "vicuna-13b.jsonl")) == ("alpaca-13b", "vicuna-13b")
     f1 = tmp_path / "guanaco-7b-vs-chatgpt-gpt-4-reviewer-threeclass.jsonl"
