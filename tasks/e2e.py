@@ -14,6 +14,7 @@ bootstrap_iters=N (default 200; 0 for none).
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -67,8 +68,44 @@ def fix_mojibake(s: str) -> str:
     return s.replace("\ufeff", "").replace("Ł", "£").replace("Â£", "£").replace("Ã©", "é").replace("ã©", "é")
 
 
+def _strip_quotes(s: str) -> str:
+    return re.sub(r"\s*['\"]?\s*$", "", re.sub(r"^\s*['\"]?\s*", "", s))
+
+
+def official_table_pairs(path: Path) -> list[tuple[str, str]] | None:
+    """Two-column rows parsed the way measure_scores.py's read_tsv does, or None if the file does not fit that reader.
+
+    The official reader splits on tabs (or on `","` when there is no tab), drops a header starting with `mr`, and
+    strips one quote character and whitespace at each end of each field: a reference written `'The Phoenix' is ...`
+    loses its first quote. Reading it the same way keeps every score identical to the official one.
+    """
+    text = path.read_text(encoding="utf-8")
+    lines = [fix_mojibake(ln.strip()) for ln in text.splitlines()]
+    rows = [ln.split("\t") for ln in lines if ln]
+    if not rows:
+        return None
+    if all(len(r) == 1 for r in rows):
+        rows = [r[0].split('","') for r in rows]
+    if re.match(r'^"?mr', rows[0][0], re.I):
+        rows = rows[1:]
+    if not rows or any(len(r) != 2 for r in rows):
+        return None
+    return [(_strip_quotes(a), _strip_quotes(b).replace('""', '"')) for a, b in rows]
+
+
 def read_csv_pairs(path: Path, text_column: str = "ref") -> list[tuple[str, str]]:
     """(mr, text) pairs of a challenge-format CSV/TSV (columns `mr` and `ref`, any case, or MR + one other column)."""
+    if not path.exists():
+        raise HarnessError(f"{path}: file not found")
+    try:
+        official = official_table_pairs(path)
+    except UnicodeDecodeError as e:
+        raise HarnessError(f"{path}: not UTF-8 text ({e.reason})") from None
+    if official is not None:
+        for i, (mr, _) in enumerate(official, 2):
+            if not mr:
+                raise HarnessError(f"{path} row {i}: empty meaning representation")
+        return official
     rows = read_table(path)
     if not rows:
         raise HarnessError(f"{path}: no rows")

@@ -405,7 +405,8 @@ class Meteor:
     """One `java -jar meteor-1.5.jar - - -stdio -l en -norm` process, driven as pycocoevalcap's wrapper drives it.
 
     Started on construction so the JVM loads its paraphrase table while Python computes the other metrics; `score`
-    sends one SCORE line per segment (streamed from a thread instead of one round trip each), then one EVAL line.
+    sends one SCORE line per segment (streamed from a thread instead of one round trip each), then one EVAL line,
+    and may be called again for another set (the paraphrase table is loaded once). Close it when done.
     """
 
     def __init__(self, java: str | None = None) -> None:
@@ -453,9 +454,16 @@ class Meteor:
             proc.stdin.flush()
             seg = [float(proc.stdout.readline().strip()) for _ in lines]
             score = float(proc.stdout.readline().strip())
-        finally:
+        except BaseException:
             self.close()
+            raise
         return score, seg
+
+    def __enter__(self) -> Meteor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def close(self) -> None:
         try:
@@ -469,7 +477,8 @@ class Meteor:
 
 def meteor(hyps: Sequence[str], refs: Sequence[Sequence[str]], java: str | None = None) -> tuple[float, list[float]]:
     """Corpus METEOR 1.5 and per-segment scores (inputs already coco-tokenized)."""
-    return Meteor(java).score(hyps, refs)
+    with Meteor(java) as m:
+        return m.score(hyps, refs)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -480,25 +489,27 @@ def meteor(hyps: Sequence[str], refs: Sequence[Sequence[str]], java: str | None 
 class E2EScores:
     """All five E2E metrics of one system output; keeps per-segment statistics for cheap bootstrap resamples."""
 
-    def __init__(self, refs: Sequence[Sequence[str]], hyps: Sequence[str], with_meteor: bool = True) -> None:
+    def __init__(self, refs: Sequence[Sequence[str]], hyps: Sequence[str], with_meteor: bool = True,
+                 meteor_runner: Meteor | None = None) -> None:
+        """`meteor_runner`: a running Meteor to reuse (left open); by default one is started and closed here."""
         if len(refs) != len(hyps):
             raise HarnessError(f"{len(hyps)} hypotheses for {len(refs)} reference groups")
         for i, g in enumerate(refs):
             if not g:
                 raise HarnessError(f"segment {i + 1} has no references")
         self.n = len(hyps)
-        runner = Meteor() if with_meteor else None  # the JVM starts up while the Python metrics run
+        own = with_meteor and meteor_runner is None
+        runner = (Meteor() if own else meteor_runner) if with_meteor else None  # the JVM starts while Python works
         try:
             self.mteval = MtevalStats(refs, hyps)
             tok_refs = [[coco_tokenize(r) for r in g] for g in refs]
             tok_hyps = [coco_tokenize(h) for h in hyps]
             self.rouge = [rouge_l(h, g) for h, g in zip(tok_hyps, tok_refs)]
             self.cider = cider_scores(tok_hyps, tok_refs)
-        except BaseException:
-            if runner is not None:
+            self.meteor: tuple[float, list[float]] | None = runner.score(tok_hyps, tok_refs) if runner else None
+        finally:
+            if own and runner is not None:
                 runner.close()
-            raise
-        self.meteor: tuple[float, list[float]] | None = runner.score(tok_hyps, tok_refs) if runner else None
 
     def values(self) -> dict[str, float]:
         rows = self.mteval.rows
@@ -559,6 +570,7 @@ class E2EScores:
         return out
 
 
-def e2e_metrics(refs: Sequence[Sequence[str]], hyps: Sequence[str], with_meteor: bool = True) -> dict[str, float]:
+def e2e_metrics(refs: Sequence[Sequence[str]], hyps: Sequence[str], with_meteor: bool = True,
+                meteor_runner: Meteor | None = None) -> dict[str, float]:
     """BLEU, NIST, METEOR, ROUGE_L, CIDEr as the official E2E scorer reports them (BLEU as a fraction, not x100)."""
-    return E2EScores(refs, hyps, with_meteor).values()
+    return E2EScores(refs, hyps, with_meteor, meteor_runner).values()
