@@ -45,7 +45,8 @@ def lora_mr(text: str, where: str) -> str:
         key = key.strip()
         if not sep or key not in LORA_KEYS:
             raise HarnessError(f"{where}: cannot parse meaning representation field {field.strip()!r}")
-        parts.append(f"{LORA_KEYS[key]}[{value.strip()}]")
+        value = re.sub(r"(\d) - (\d)", r"\1-\2", value.strip().replace("£ ", "£"))  # undo LoRA's tokenization
+        parts.append(f"{LORA_KEYS[key]}[{value}]")
     return ", ".join(parts)
 
 
