@@ -265,7 +265,7 @@ def tournament(
     files: Annotated[list[Path], typer.Argument(help="Judgment files: harness JSONL, FastChat reviews, QLoRA ratings.")],
     elo: Annotated[bool, typer.Option("--elo/--no-elo", help="Elo over random match orders.")] = True,
     bt: Annotated[bool, typer.Option("--bt/--no-bt", help="Bradley–Terry MLE with bootstrap intervals.")] = True,
-    k: Annotated[float, typer.Option("--k", help="Elo K factor (4 reproduces QLoRA's Table 1).")] = 4.0,
+    k: Annotated[float, typer.Option("--k", help="Elo K factor (4 as QLoRA's Table 1, see README).")] = 4.0,
     elo_rounds: Annotated[int, typer.Option(help="Random orders for Elo.")] = 10_000,
     bt_rounds: Annotated[int, typer.Option(help="Bootstrap resamples for Bradley–Terry.")] = 1000,
     seed: Annotated[int, typer.Option(help="Seed of orders and resamples.")] = 0,

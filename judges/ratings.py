@@ -2,7 +2,7 @@
 
 Elo follows the QLoRA paper: start at 1000, replay every match in many random orders, report the mean
 rating and its 2.5/97.5 percentiles across orders. K defaults to 4 (the Chatbot Arena default the paper
-cites; its Table 1 is what K = 4 gives on its judgments even though its text says 32). Bradley–Terry is
+cites, reported to give its Table 1 although its text says 32; see README). Bradley–Terry is
 the order-free alternative Chatbot Arena moved to: a maximum-likelihood fit, intervals from resampling
 matches. Ties count half a win in both; parse failures (outcome None) are skipped and counted.
 """
