@@ -168,7 +168,8 @@ class MathVerify(Task):
         prompt = self.prompt(doc)
         if mode == "generate":
             c = self.cfg
-            return [Generate(prompt=prompt, stop=STOP, max_new_tokens=c.max_new_tokens or 32, temperature=c.temperature,
+            chat = (("user", prompt),) if c.chat_template else None
+            return [Generate(prompt=chat or prompt, stop=STOP, max_new_tokens=c.max_new_tokens or 32, temperature=c.temperature,
                              top_p=c.top_p, seed=c.seed)]
         return [LogLikelihood(prompt, " False"), LogLikelihood(prompt, " True")]
 

@@ -132,3 +132,22 @@ def test_unparseable_is_wrong_for_either_label() -> None:
             {**doc, "label": label}, [["I am not sure."]])
         assert rec["metrics"] == {"acc": 0.0, "unparseable": 1.0}
     assert task.score({**doc, "label": 1}, [(-1.0, False), (-0.5, True)])["metrics"]["acc"] == 1.0
+
+
+def test_classifier_mode_and_chat_prompt(tiny_gpt2: Path, verify_data: Path, tmp_path: Path) -> None:
+    """A sequence classifier gets (question + answer, solution) pairs; label 1 = True."""
+    spec = RunSpec(model=ModelSpec(model=str(tiny_gpt2), kind="seq-cls", num_labels=2, batch_size=8),
+                   tasks=["math_verify"], task_cfg=TaskConfig(data_dir=verify_data, limit=8), output_dir=tmp_path,
+                   run_name="cls", quiet=True)
+    [path] = run(spec)
+    entry = read_results(path)["tasks"]["math_verify"]
+    samples = [json.loads(x) for x in (path.parent / "samples" / "math_verify.jsonl").read_text().splitlines()]
+    assert entry["output_type"] == "classify" and len(samples) == 8
+    for s in samples:
+        assert len(s["logits"]) == 2 and s["pred"] == (s["logits"][1] > s["logits"][0])
+    doc = _task(verify_data).docs()[0]
+    [req] = _task(verify_data, kind="seq-cls").requests(doc)
+    assert req.inputs == (f"{doc['question']}\nAnswer: {doc['answer']}", doc["solution"])
+    chat = MathVerify(TaskConfig(model_kind="causal", chat_template=True, options={"mode": "generate"}))
+    [gen] = chat.requests(doc)
+    assert gen.prompt[0][0] == "user" and gen.prompt[0][1].endswith("Final Output (True/False):")

@@ -26,6 +26,10 @@ class EncoderClassifier:
         self.batch_size = spec.batch_size
         self.device = spec.device
         cfg = model.config
+        if tokenizer.pad_token is None and tokenizer.eos_token is not None:  # decoder-only models used as classifiers
+            tokenizer.pad_token = tokenizer.eos_token
+        if getattr(cfg, "pad_token_id", None) is None:
+            cfg.pad_token_id = tokenizer.pad_token_id
         self.num_labels = int(getattr(cfg, "num_labels", 2))
         limits = [int(x) for x in (getattr(tokenizer, "model_max_length", None),
                                    getattr(cfg, "max_position_embeddings", None)) if x and int(x) < 1_000_000]
