@@ -53,11 +53,12 @@ def pickled_foolbox(foolbox: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Tiny ResNet (ResNet-18 block layout) and ViT, and a LoRA adapter on every Conv2d/Linear of the ResNet."""
+    """ResNet-18 (random, from its config), a narrow ResNet-18 layout, a small ViT, and a LoRA adapter on every
+    Conv2d/Linear of the narrow ResNet."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForImageClassification
 
-    out = {a: tiny_image_classifier(tmp_path_factory.mktemp(a), a) for a in ("resnet", "vit")}
+    out = {a: tiny_image_classifier(tmp_path_factory.mktemp(a), a) for a in ("resnet", "resnet18", "vit")}
     base = AutoModelForImageClassification.from_pretrained(out["resnet"])
     targets = [n for n, m in base.named_modules()
                if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)) and not n.startswith("classifier")]
@@ -140,7 +141,7 @@ def test_malformed_data_errors(tmp_path: Path, foolbox: Path) -> None:
 
 def test_resnet_and_vit_on_real_jpgs(models: dict[str, Path], shared_data: Path, tmp_path: Path) -> None:
     folders = shared_data / "cifar10" / "yoongikim_test_jpg_first100_per_class"
-    for arch in ("resnet", "vit"):
+    for arch in ("resnet18", "vit"):
         spec = RunSpec(model=ModelSpec(model=str(models[arch]), batch_size=16), tasks=["cifar10"],
                        task_cfg=TaskConfig(limit=30, data_dir=folders), output_dir=tmp_path, run_name=arch, quiet=True)
         [path] = run(spec)

@@ -105,6 +105,9 @@ def test_loglikelihood_mode_metrics_match_sklearn(tiny_gpt2: Path, verify_data: 
         assert m[f"f1_{name}"]["value"] == pytest.approx(f1[i])
     assert entry["details"]["confusion_matrix"]["matrix"] == confusion_matrix(gold, pred, labels=[0, 1]).tolist()
     assert "warning" not in entry["details"]
+    from harness.leaderboard import render
+
+    assert "math_verify/acc (%)" in render(tmp_path) and "math_verify/f1_false (%)" in render(tmp_path)
 
 
 def test_generate_mode_counts_unparseable_as_wrong(tiny_gpt2: Path, verify_data: Path, tmp_path: Path,

@@ -74,7 +74,7 @@ class ImageClassifier:
 
 
 def tiny_image_classifier(out_dir: Path, arch: str = "resnet", image_size: int = 32, seed: int = 0) -> Path:
-    """A random small ResNet (ResNet-18 block layout, narrow) or ViT with 10 CIFAR classes and its image processor.
+    """A random ResNet (ResNet-18 layout: narrow, or full width with "resnet18") or small ViT, 10 CIFAR classes.
 
     For tests and demos: built from a config, no hub access. Returns the model directory.
     """
@@ -84,8 +84,10 @@ def tiny_image_classifier(out_dir: Path, arch: str = "resnet", image_size: int =
 
     labels = {"id2label": dict(enumerate(CIFAR10_CLASSES)), "label2id": {c: i for i, c in enumerate(CIFAR10_CLASSES)}}
     torch.manual_seed(seed)
-    if arch == "resnet":
-        config = ResNetConfig(num_channels=3, embedding_size=16, hidden_sizes=[16, 32, 32, 64], depths=[2, 2, 2, 2],
+    if arch in ("resnet", "resnet18"):
+        # ResNet-18's layout (basic blocks, depths 2-2-2-2); "resnet18" also has its widths (11M parameters)
+        widths = [64, 128, 256, 512] if arch == "resnet18" else [16, 32, 32, 64]
+        config = ResNetConfig(num_channels=3, embedding_size=widths[0], hidden_sizes=widths, depths=[2, 2, 2, 2],
                               layer_type="basic", downsample_in_first_stage=False, num_labels=10, **labels)
         # ConvNext's processor is what ResNet checkpoints ship; crop_pct=1 keeps the whole 32x32 image.
         processor = ConvNextImageProcessorPil(size={"shortest_edge": image_size}, crop_pct=1.0)
@@ -94,7 +96,7 @@ def tiny_image_classifier(out_dir: Path, arch: str = "resnet", image_size: int =
                            intermediate_size=64, num_labels=10, **labels)
         processor = ViTImageProcessorPil(size={"height": image_size, "width": image_size})
     else:
-        raise ValueError(f"unknown arch {arch!r} (resnet or vit)")
+        raise ValueError(f"unknown arch {arch!r} (resnet, resnet18 or vit)")
     model = AutoModelForImageClassification.from_config(config)
     model.save_pretrained(out_dir)
     processor.save_pretrained(out_dir)
