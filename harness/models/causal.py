@@ -7,6 +7,7 @@ several requests in a batch (a question and its answer choices) is run through t
 
 from __future__ import annotations
 
+import copy
 from itertools import groupby
 from typing import Any
 
@@ -41,6 +42,10 @@ def cut_at_stop(text: str, stops: tuple[str, ...]) -> str:
         if j != -1:
             cut = min(cut, j)
     return text[:cut]
+
+
+MIN_SHARED = 4  # tokens: a shorter common prefix (e.g. "Question:") is not worth a second forward
+FORWARD_OVERHEAD = 6  # a model call costs about as much as this many padded tokens (CPU, small models)
 
 
 class CausalLM:
@@ -193,21 +198,38 @@ class CausalLM:
                 limit = min(p, cap)
                 while lcp < limit and first[lcp] == inp[lcp]:
                     lcp += 1
-                if lcp > 0 and (len(members) - 1) * (p - lcp) < lcp:
+                if lcp >= MIN_SHARED and (len(members) - 1) * (p - lcp) < lcp:
                     groups[-1] = (members + [i], lcp)
                     continue
             groups.append(([i], cap))
         return groups
 
+    @staticmethod
+    def _chunks(lengths: list[int]) -> list[list[int]]:
+        """Split rows sorted by length into consecutive chunks minimising padded tokens + a per-forward overhead."""
+        n = len(lengths)
+        best = [0.0] + [float("inf")] * n
+        cut = [0] * (n + 1)
+        for b in range(1, n + 1):
+            for a in range(b):
+                cost = best[a] + (b - a) * lengths[b - 1] + FORWARD_OVERHEAD
+                if cost < best[b]:
+                    best[b], cut[b] = cost, a
+        out, b = [], n
+        while b > 0:
+            out.append(list(range(cut[b], b)))
+            b = cut[b]
+        return out[::-1]
+
     @torch.no_grad()
     def loglikelihood(self, requests: list[LogLikelihood]) -> list[tuple[float, bool]]:
         """Score each (context, continuation) with lm-eval 0.4's tokens, computing each shared prefix once.
 
-        Stage 1 runs every group's shared prefix (usually the question) once, left-padded, keeping its
-        KV cache and only its last position's logits. Stage 2 runs each member's remaining tokens
-        (usually its answer choice) on a copy of its group's cache. Vocabulary projections are only
-        computed where a token is scored. The numbers equal one full forward per request up to float
-        rounding.
+        Stage 1 runs, left-padded, every group's shared prefix (usually a question) and every request that
+        shares nothing, in full. Stage 2 runs each group member's remaining tokens (usually its answer
+        choice) on its group's KV cache. Rows are bucketed by length to keep padding low, and the
+        vocabulary projection is only computed at scored positions. The numbers equal one full forward
+        per request up to float rounding.
         """
         seqs = [self._tokens(r) for r in requests]
         out: list[tuple[float, bool]] = [(0.0, True)] * len(requests)
@@ -215,58 +237,81 @@ class CausalLM:
         if not live:
             return out
         groups = [([live[j] for j in m], p) for m, p in self._groups([seqs[i] for i in live])]
+        # a request alone in its group runs whole in stage 1 and is scored at its last n positions
+        groups = [(m, len(seqs[m[0]][0]) - 1 if len(m) == 1 else p) for m, p in groups]
+        order = sorted(range(len(groups)), key=lambda g: groups[g][1])
+        for chunk in self._chunks([groups[g][1] for g in order]):
+            for i, answer in self._score_groups([groups[order[j]] for j in chunk], seqs).items():
+                out[i] = answer
+        return out
+
+    def _score_groups(self, groups: list[tuple[list[int], int]], seqs: list[tuple[list[int], int]]
+                      ) -> dict[int, tuple[float, bool]]:
         cache_kw, can_keep = self._forward_kwargs()
         dev = self.device
         pad = self.tokenizer.pad_token_id or 0
+        keep_last = [seqs[m[0]][1] if len(m) == 1 else 1 for m, _ in groups]
 
-        # Stage 1: shared prefixes, left-padded so every row ends at the same column.
+        # Stage 1: prefixes and lone requests, left-padded so every row ends at the same column.
         width = max(p for _, p in groups)
         ids = torch.full((len(groups), width), pad, dtype=torch.long)
         mask = torch.zeros((len(groups), width), dtype=torch.long)
+        keep = torch.zeros((len(groups), width), dtype=torch.bool)
         for g, (members, p) in enumerate(groups):
             ids[g, width - p:] = torch.tensor(seqs[members[0]][0][:p])  # p < len(tokens): always model input
             mask[g, width - p:] = 1
+            keep[g, width - keep_last[g]:] = True
         pos = (mask.cumsum(1) - 1).clamp(min=0)
-        kw: dict[str, Any] = {"logits_to_keep": 1} if can_keep else {}
-        res = self.model(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev), use_cache=True,
-                         **kw)
-        last = torch.log_softmax(res.logits[:, -1, :].float(), dim=-1)  # [groups, vocab]
-        cache = getattr(res, "cache", None) or getattr(res, "past_key_values", None)
+        multi = any(len(m) > 1 for m, _ in groups)
+        res = self.model(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev), use_cache=multi,
+                         **({"logits_to_keep": keep.to(dev)} if can_keep else {}))
+        flat = res.logits if can_keep else res.logits[keep.to(dev)]
+        stage1 = torch.log_softmax(flat.float(), dim=-1).split(keep_last)  # per group: its kept positions, in order
 
-        # Stage 2: each member's tokens after its group's prefix, on its group's cached keys and values.
-        rows = [(g, i) for g, (members, p) in enumerate(groups) for i in members if len(seqs[i][0]) - 1 > p]
-        suffix_lp: dict[int, torch.Tensor] = {}
-        if rows:
-            swidth = max(len(seqs[i][0]) - 1 - groups[g][1] for g, i in rows)
-            sids = torch.full((len(rows), swidth), pad, dtype=torch.long)
-            smask = torch.zeros((len(rows), swidth), dtype=torch.long)
-            spos = torch.zeros((len(rows), swidth), dtype=torch.long)
-            for k, (g, i) in enumerate(rows):
+        # Stage 2: each group member's tokens after the prefix, on its group's cached keys and values.
+        need = {i: seqs[i][1] - (1 if len(seqs[i][0]) - 1 - seqs[i][1] < p else 0)
+                for members, p in groups if len(members) > 1 for i in members}
+        rows = sorted(((g, i) for g, (members, p) in enumerate(groups) if len(members) > 1 for i in members
+                       if len(seqs[i][0]) - 1 > p), key=lambda r: len(seqs[r[1]][0]) - 1 - groups[r[0]][1])
+        stage2: dict[int, torch.Tensor] = {}
+        cache = getattr(res, "cache", None) or getattr(res, "past_key_values", None)
+        chunks = self._chunks([len(seqs[i][0]) - 1 - groups[g][1] for g, i in rows]) if rows else []
+        for chunk in chunks:
+            part = [rows[j] for j in chunk]
+            swidth = len(seqs[part[-1][1]][0]) - 1 - groups[part[-1][0]][1]
+            sids = torch.full((len(part), swidth), pad, dtype=torch.long)
+            smask = torch.zeros((len(part), swidth), dtype=torch.long)
+            skeep = torch.zeros((len(part), swidth), dtype=torch.bool)
+            spos = torch.zeros((len(part), swidth), dtype=torch.long)
+            for k, (g, i) in enumerate(part):
                 p = groups[g][1]
                 rest = seqs[i][0][p:-1]
                 sids[k, : len(rest)] = torch.tensor(rest)
                 smask[k, : len(rest)] = 1
+                skeep[k, len(rest) - need[i]: len(rest)] = True
                 spos[k] = torch.arange(p, p + swidth).clamp(max=self.max_length - 1)
-            index = torch.tensor([g for g, _ in rows], device=dev)
-            cache.batch_select_indices(index)
+            index = torch.tensor([g for g, _ in part], device=dev)
+            kv = cache if len(chunks) == 1 else copy.deepcopy(cache)
+            kv.batch_select_indices(index)
             full_mask = torch.cat([mask.to(dev)[index], smask.to(dev)], dim=1)
-            logits = self.model(input_ids=sids.to(dev), attention_mask=full_mask, position_ids=spos.to(dev),
-                                use_cache=True, **{cache_kw: cache}).logits
-            for k, (g, i) in enumerate(rows):
-                n_rest = len(seqs[i][0]) - 1 - groups[g][1]
-                suffix_lp[i] = torch.log_softmax(logits[k, :n_rest].float(), dim=-1)
+            res2 = self.model(input_ids=sids.to(dev), attention_mask=full_mask, position_ids=spos.to(dev),
+                              use_cache=True, **{cache_kw: kv}, **({"logits_to_keep": skeep.to(dev)} if can_keep else {}))
+            flat2 = res2.logits if can_keep else res2.logits[skeep.to(dev)]
+            parts2 = torch.log_softmax(flat2.float(), dim=-1).split([need[i] for _, i in part])
+            stage2.update({i: lp for (_, i), lp in zip(part, parts2)})
 
+        out: dict[int, tuple[float, bool]] = {}
         for g, (members, p) in enumerate(groups):
             for i in members:
                 full, n = seqs[i]
-                targets = torch.tensor(full[-n:], device=dev)
-                parts = []
-                if len(full) - 1 - n < p:  # the first scored position is the prefix's last one
-                    parts.append(last[g : g + 1])
-                if i in suffix_lp:
-                    lp = suffix_lp[i]
-                    parts.append(lp[lp.shape[0] - (n - len(parts)):])
-                lp = torch.cat(parts)
+                if len(members) == 1:
+                    lp = stage1[g]
+                else:
+                    parts = [stage1[g]] if len(full) - 1 - n < p else []  # first scored position = the prefix's last
+                    if i in stage2:
+                        parts.append(stage2[i])
+                    lp = torch.cat(parts)
+                targets = torch.tensor(full[-n:], device=lp.device)
                 score = lp.gather(-1, targets[:, None]).sum().item()
                 greedy = bool((lp.argmax(-1) == targets).all().item())
                 out[i] = (float(score), greedy)
