@@ -16,7 +16,7 @@ Data: hub `nyu-mll/glue` (validation splits), or `--data-dir DIR` in the GLUE di
 (DIR/SST-2/dev.tsv, DIR/CoLA/dev.tsv, ...; also the raw CoLA, original STS-B and SuperGLUE RTE jsonl
 files). GLUE .tsv files are read with no quote handling, as the GLUE baselines read them.
 Options: `split=validation[:50%]` (slices of a split), `eval_file=PATH`, `train_file=PATH`
-(prefix with `<task>.` inside the group).
+(inside the group, prefix them with `<task>.`; an unprefixed `split` applies to every task).
 """
 
 from __future__ import annotations
@@ -164,7 +164,8 @@ class GlueTask(Task):
 
     def _opt(self, key: str) -> str | None:
         o = self.cfg.options
-        return o.get(f"{self.name}.{key}") or (o.get(key) if not self.option_prefix else None)
+        shared = not self.option_prefix or key == "split"  # inside the group only `split` applies to every task
+        return o.get(f"{self.name}.{key}") or (o.get(key) if shared else None)
 
     # --- data -------------------------------------------------------------------------
     def _load(self, split: str) -> tuple[str, list[tuple[str, dict[str, Any]]]]:
@@ -172,7 +173,7 @@ class GlueTask(Task):
         s = self.spec
         is_train = split == "train"
         option = self._opt("train_file" if is_train else "eval_file")
-        files = s.train_files if is_train else s.dev_files
+        files = s.train_files if is_train else s.dev_files if split in ("validation", "dev") else ()
         path = Path(option) if option else find_local(self.cfg.data_dir, *files)
         if option and not path.exists():
             raise HarnessError(f"--task-option {'train_file' if is_train else 'eval_file'}={option}: file not found")
@@ -184,7 +185,8 @@ class GlueTask(Task):
                 return str(path), _read_tsv(path, s)
             return str(path), [(f"{path} row {i}", r) for i, r in enumerate(read_table(path), 1)]
         hub_split = s.eval_split if split in ("validation", "dev") else split
-        rows = load_hub("nyu-mll/glue", s.config, hub_split, f"{files[0]} (GLUE layout)")
+        hint = f"{files[0]} (GLUE layout)" if files else f"--task-option eval_file=FILE for split {split}"
+        rows = load_hub("nyu-mll/glue", s.config, hub_split, hint)
         src = f"hub:nyu-mll/glue/{s.config}/{hub_split}"
         return src, [(f"{src} row {i}", r) for i, r in enumerate(rows, 1)]
 
