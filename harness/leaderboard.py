@@ -60,7 +60,7 @@ def collect(root: Path) -> tuple[list[dict[str, Any]], list[str]]:
 
 
 def _scale(column: str, rows: list[dict[str, Any]]) -> float:
-    if any(u in column.lower() for u in UNSCALED):
+    if any(u in column.split("/", 1)[-1].lower() for u in UNSCALED):  # the metric name, not the task name
         return 1.0
     values = [r["cells"][column]["value"] for r in rows if column in r["cells"] and r["cells"][column]["value"] is not None]
     return 100.0 if values and all(abs(v) <= 1.0 for v in values) else 1.0
