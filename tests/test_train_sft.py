@@ -186,3 +186,19 @@ def test_train_cli_end_to_end(tiny_gpt2: Path, gsm8k_data: Path, tmp_path: Path)
     assert p.returncode == 0, p.stderr[-2000:]
     res = json.loads(next((tmp_path / "res").rglob("results.json")).read_text())
     assert res["model"]["adapter"] == "cli-ckpt" and "pass@1_strict" in res["tasks"]["gsm8k"]["metrics"]
+
+
+def test_early_stopping_keeps_the_best_weights(tiny_gpt2: Path, gsm8k_data: Path, tmp_path: Path) -> None:
+    # an untrained tiny model never answers correctly: the metric cannot improve after the first evaluation
+    out = train(_spec(tiny_gpt2, gsm8k_data, tmp_path / "es", max_steps=20, eval_every=2, patience=2, eval_limit=2, save_every=2,
+                      eval_max_new_tokens=4, metric="pass@1_strict", train_limit=40))
+    rec = json.loads((out / "harness_train.json").read_text())
+    assert rec["stopped_early"] and rec["steps"] == 6 and [e["step"] for e in rec["evals"]] == [2, 4, 6]
+    assert rec["best"]["step"] == 2 and rec["final_weights"] == "best (step 2)"
+    best = torch.load(out / "checkpoint-best" / "trainable.pt")
+    final = load_file(str(out / "adapter_model.safetensors"))
+    best = {k.replace(".default", ""): v for k, v in best.items()}
+    assert final.keys() == best.keys()
+    assert all(torch.equal(final[k], best[k]) for k in final)
+    last = {k.replace(".default", ""): v for k, v in torch.load(out / "checkpoint-6" / "trainable.pt").items()}
+    assert not all(torch.equal(final[k], last[k]) for k in final)  # the step-6 weights were replaced by the best

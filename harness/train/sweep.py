@@ -182,10 +182,10 @@ def plot(rows: list[dict[str, Any]], keys: list[str], metric: str, base_value: f
             if min(xs) > 0 and max(xs) / min(xs) >= 8:
                 ax.set_xscale("log", base=2 if key in ("r", "rank") else 10)
             ax.set_xlabel(key)
-            if len(groups) > 1:
-                ax.legend(fontsize=7)
         if base_value is not None:
             ax.axhline(base_value, color="grey", linestyle="--", linewidth=1, label="base")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
     fig.suptitle(title, fontsize=10)
