@@ -63,11 +63,21 @@ def e2e(shared_data: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def meteor_jvm():  # noqa: ANN201 - one METEOR JVM (and one paraphrase-table load) for every parity set
+def meteor_jvm(e2e: Path, tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+    """One METEOR JVM for every parity set, on the paraphrase table filtered (by METEOR's FilterParaphrase) to all
+    their references: the official scorer loads the full table, so equal numbers also show the filter changes nothing."""
     if not HAVE_JAVA:
         pytest.skip("METEOR needs Java")
-    with nlg.Meteor() as m:
-        yield m
+    refs = [r for f in (e2e / "e2e-metrics-example-inputs" / "devel-conc.txt", e2e / "e2e-dataset" / "testset_w_refs.csv",
+                        HERE / "data" / "e2e_edge" / "refs.txt") for g in read_e2e_refs(f)[0] for r in g]
+    mp = pytest.MonkeyPatch()
+    mp.setenv("HARNESS_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+    try:
+        table = nlg.ParaphraseFilter([nlg.coco_tokenize(r) for r in refs]).result()
+        with nlg.Meteor(paraphrases=table) as m:
+            yield m
+    finally:
+        mp.undo()
 
 
 def _lora_first_refs(path: Path) -> list[str]:
@@ -75,11 +85,18 @@ def _lora_first_refs(path: Path) -> list[str]:
     return [next(g).split("||", 1)[1].strip() for _, g in itertools.groupby(lines, key=lambda ln: ln.split("||")[0])]
 
 
-def test_example_inputs_all_metrics_match_official(e2e: Path, meteor_jvm: nlg.Meteor) -> None:
+@needs_java
+def test_example_inputs_all_metrics_match_official(e2e: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default path: METEOR's paraphrase table filtered to these references, cached, reused on the next call."""
     refs, _ = read_e2e_refs(e2e / "e2e-metrics-example-inputs" / "devel-conc.txt")
     hyps, _ = read_e2e_hyps(e2e / "e2e-metrics-example-inputs" / "baseline-output.txt")
     assert len(refs) == len(hyps) == 10
-    assert_official(nlg.e2e_metrics(refs, hyps, meteor_runner=meteor_jvm), EXAMPLE, EXAMPLE_PRINTED)
+    monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path))
+    assert_official(nlg.e2e_metrics(refs, hyps), EXAMPLE, EXAMPLE_PRINTED)
+    (cached,) = list((tmp_path / "meteor-paraphrase").iterdir())
+    stamp = cached.stat().st_mtime_ns
+    assert nlg.e2e_metrics(refs, hyps)["METEOR"] == EXAMPLE["METEOR"]  # from the cache: not filtered again
+    assert list((tmp_path / "meteor-paraphrase").iterdir()) == [cached] and cached.stat().st_mtime_ns == stamp
 
 
 def test_full_testset_template_system_matches_official(e2e: Path, meteor_jvm: nlg.Meteor) -> None:
@@ -92,10 +109,18 @@ def test_full_testset_template_system_matches_official(e2e: Path, meteor_jvm: nl
 def test_full_testset_lora_references_match_official_without_java(e2e: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     refs, _ = read_e2e_refs(e2e / "e2e-dataset" / "testset_w_refs.csv")
     hyps = _lora_first_refs(e2e / "lora-e2e" / "test.txt")
-    monkeypatch.setenv("PATH", "/nonexistent")  # BLEU, NIST, ROUGE_L, CIDEr need neither Java nor Perl
-    ours = nlg.e2e_metrics(refs, hyps, with_meteor=False)
+    with monkeypatch.context() as m:
+        m.setenv("PATH", "/nonexistent")  # BLEU, NIST, ROUGE_L, CIDEr need neither Java nor Perl
+        ours = nlg.e2e_metrics(refs, hyps, with_meteor=False)
     assert set(ours) == {"BLEU", "NIST", "ROUGE_L", "CIDEr"}
     assert_official(ours, LORA_REF, LORA_REF_PRINTED)
+
+
+def test_full_testset_lora_references_meteor_matches_official(e2e: Path, meteor_jvm: nlg.Meteor) -> None:
+    refs, _ = read_e2e_refs(e2e / "e2e-dataset" / "testset_w_refs.csv")
+    hyps = _lora_first_refs(e2e / "lora-e2e" / "test.txt")
+    score, _ = meteor_jvm.score([nlg.coco_tokenize(h) for h in hyps], [[nlg.coco_tokenize(r) for r in g] for g in refs])
+    assert_official({"METEOR": score}, LORA_REF, LORA_REF_PRINTED)
 
 
 def test_edge_cases_match_official(meteor_jvm: nlg.Meteor) -> None:
