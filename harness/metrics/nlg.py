@@ -411,13 +411,28 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "harness"
 
 
-def _paraphrase_cache_path(ref_lines: Sequence[str]) -> Path:
+def _paraphrase_env() -> str:
+    """What besides the references decides the filtered table: the jar, and the locale Java decodes the files with."""
     jar = meteor_jar()
-    h = hashlib.sha256()
-    for part in (str(jar.stat().st_size), os.environ.get("LC_ALL", ""), os.environ.get("LC_CTYPE", ""),
-                 os.environ.get("LANG", ""), *ref_lines):
-        h.update(part.encode("utf-8", "surrogatepass") + b"\n")
-    return cache_dir() / "meteor-paraphrase" / f"{h.hexdigest()[:32]}.gz"
+    return "|".join([str(jar.stat().st_size), *(os.environ.get(k, "") for k in ("LC_ALL", "LC_CTYPE", "LANG"))])
+
+
+def _find_cached_table(folder: Path, env: str, lines: set[str]) -> Path | None:
+    """A cached table filtered for a superset of these reference lines (as good as an exact one: an entry can only
+    match through a phrase of these references, and every such entry is kept), or None."""
+    if not folder.is_dir():
+        return None
+    for refs_file in sorted(folder.glob("*.refs")):
+        table = refs_file.with_suffix(".gz")
+        if not table.exists():
+            continue
+        try:
+            head, *cached = refs_file.read_text(encoding="utf-8", errors="surrogateescape").split("\n")
+        except OSError:
+            continue
+        if head == env and lines <= set(cached):
+            return table
+    return None
 
 
 class ParaphraseFilter:
@@ -429,10 +444,16 @@ class ParaphraseFilter:
     """
 
     def __init__(self, ref_lines: Sequence[str], java: str | None = None) -> None:
-        self.path = _paraphrase_cache_path(ref_lines)
+        env, unique = _paraphrase_env(), set(ref_lines)
+        folder = cache_dir() / "meteor-paraphrase"
         self.proc: subprocess.Popen | None = None
-        if self.path.exists():
+        found = _find_cached_table(folder, env, unique)
+        if found is not None:
+            self.path = found
             return
+        key = hashlib.sha256("\n".join([env, *sorted(unique)]).encode("utf-8", "surrogatepass")).hexdigest()[:32]
+        self.path = folder / f"{key}.gz"
+        self._listing = "\n".join([env, *sorted(unique)])
         java = java or shutil.which("java")
         if not java:
             raise HarnessError(JAVA_MISSING)
@@ -458,6 +479,9 @@ class ParaphraseFilter:
                 last = err.decode("utf-8", "replace").strip().splitlines()[-1:] if err else []
                 raise HarnessError(f"METEOR FilterParaphrase failed: {last[0] if last else 'exit ' + str(self.proc.returncode)}")
             os.replace(self._tmp, self.path)
+            listing = self.path.with_suffix(f".{os.getpid()}.tmp")
+            listing.write_text(self._listing, encoding="utf-8", errors="surrogatepass")
+            os.replace(listing, self.path.with_suffix(".refs"))
             self.proc = None
         return self.path
 
