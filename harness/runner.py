@@ -30,7 +30,10 @@ class Model(Protocol):
 
 def _order(req: Request) -> tuple[Any, ...]:
     if isinstance(req, LogLikelihood):
-        return (-len(req.context), req.context, -len(req.continuation))
+        # by the context minus its last word first: contexts that differ only there (WinoGrande's options
+        # filling the blank) land in one batch, where the model can share their common prefix
+        stem = req.context.rsplit(" ", 1)[0]
+        return (-len(stem), stem, -len(req.context), req.context, -len(req.continuation))
     return (-req.length(),)
 
 

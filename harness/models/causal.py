@@ -45,7 +45,7 @@ def cut_at_stop(text: str, stops: tuple[str, ...]) -> str:
 
 
 MIN_SHARED = 4  # tokens: a shorter common prefix (e.g. "Question:") is not worth a second forward
-FORWARD_OVERHEAD = 6  # a model call costs about as much as this many padded tokens (CPU, small models)
+FORWARD_OVERHEAD = 16  # a model call costs about as much as this many tokens (reading every weight once; measured on CPU)
 
 
 class CausalLM:
