@@ -15,11 +15,12 @@ bootstrap_iters=N (default 200; 0 for none).
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
-from harness.metrics.nlg import METRICS, E2EScores, coco_tokenize, rouge_l
+from harness.metrics.nlg import JAVA_MISSING, METRICS, E2EScores, coco_tokenize, rouge_l
 from harness.metrics.stats import Metric
 from harness.requests import Answer, Generate, Request
 from harness.task import Doc, Task, find_local, load_hub, read_table
@@ -157,11 +158,15 @@ def _hub_pairs(split: str) -> tuple[list[tuple[str, str]], str]:
         except HarnessError as e:
             errors.append(e)
             continue
-        pairs = []
+        pairs, seen = [], set()
         for r in rows:
             mr = r.get("meaning_representation")
-            refs = r.get("references") or [r.get("target") or r.get("human_reference") or ""]
-            pairs += [(mr, ref) for ref in refs]
+            if r.get("references"):  # GEM: every row of an MR lists all its references; take them once
+                if mr not in seen:
+                    pairs += [(mr, ref) for ref in r["references"]]
+                seen.add(mr)
+            else:  # one row per (MR, reference)
+                pairs.append((mr, r.get("target") or r.get("human_reference") or ""))
         return pairs, f"hub:{path}/{split}"
     raise errors[0]
 
@@ -189,6 +194,8 @@ class E2E(Task):
         return _hub_pairs(split)
 
     def docs(self) -> list[Doc]:
+        if not _flag(self.cfg.options.get("skip_meteor")) and shutil.which("java") is None:
+            raise HarnessError(JAVA_MISSING)  # before any generation, not after it
         pairs, where = self._pairs("test")
         self.source_description = where
         return [{"id": str(i), "mr": mr, "refs": refs} for i, (mr, refs) in enumerate(group_pairs(pairs, where))]

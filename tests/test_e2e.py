@@ -85,6 +85,37 @@ def test_bad_data_is_a_one_line_error(tmp_path: Path) -> None:
     assert lora_mr("name : A | Type : pub | price : cheap", "x") == "name[A], eatType[pub], priceRange[cheap]"
 
 
+def test_java_is_checked_before_generation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    data = write_csv(tmp_path / "d.csv", SMALL)
+    monkeypatch.setattr("tasks.e2e.shutil.which", lambda name: None)
+    with pytest.raises(HarnessError, match="skip_meteor=1"):
+        E2E(TaskConfig(options={"data": str(data)})).docs()
+    assert len(E2E(TaskConfig(options={"data": str(data), "skip_meteor": "1"})).docs()) == 3
+
+
+@pytest.mark.parametrize("layout", ["gem", "e2e_nlg"])
+def test_hub_rows_are_grouped_once_per_mr(layout: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The two hub layouts (offline here, so their row shapes are fed in): GEM lists every reference on every row."""
+    groups = {SMALL[0][0]: [SMALL[0][1], SMALL[1][1]], SMALL[3][0]: [SMALL[3][1], SMALL[4][1]]}
+    if layout == "gem":
+        rows = [{"meaning_representation": mr, "target": ref, "references": refs}
+                for mr, refs in groups.items() for ref in refs]
+    else:
+        rows = [{"meaning_representation": mr, "human_reference": ref} for mr, refs in groups.items() for ref in refs]
+    seen = []
+
+    def fake_load_hub(path: str, name: str | None, split: str, hint: str) -> list[dict]:
+        seen.append(path)
+        if layout == "e2e_nlg" and path == "GEM/e2e_nlg":
+            raise HarnessError("could not load dataset GEM/e2e_nlg")
+        return rows
+
+    monkeypatch.setattr("tasks.e2e.load_hub", fake_load_hub)
+    docs = E2E(TaskConfig(options={"skip_meteor": "1"})).docs()
+    assert [(d["mr"], d["refs"]) for d in docs] == list(groups.items())
+    assert seen == (["GEM/e2e_nlg"] if layout == "gem" else ["GEM/e2e_nlg", "e2e_nlg"])
+
+
 def test_run_on_tiny_model_writes_corpus_metrics(tiny_gpt2: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                  capsys: pytest.CaptureFixture[str]) -> None:
     data = write_csv(tmp_path / "d" / "e2e" / "testset_w_refs.csv", SMALL)
