@@ -8,8 +8,8 @@ run's decoding settings (the LoRA paper used `--num-beams 10 --length-penalty 0.
 Metrics are corpus-level and identical to the official scorer's (see harness/metrics/nlg.py): BLEU, NIST, METEOR,
 ROUGE_L, CIDEr, with bootstrap standard errors (none for METEOR). `--task-option skip_meteor=1` runs without Java.
 
-Task options: data=FILE, train_data=FILE, prompt=TEMPLATE (with {mr}; `\\n` for a newline), skip_meteor=1,
-bootstrap_iters=N (default 200; 0 for none).
+Task options (also as `e2e.KEY=`, which wins, when other tasks share the run): data=FILE, train_data=FILE,
+prompt=TEMPLATE (with {mr}; `\\n` for a newline), skip_meteor=1, bootstrap_iters=N (default 200; 0 for none).
 """
 
 from __future__ import annotations
@@ -182,8 +182,12 @@ class E2E(Task):
     metrics = METRICS
     data_source = "hub GEM/e2e_nlg (test); local DIR/e2e/testset_w_refs.csv or DIR/e2e/test.txt (LoRA format)"
 
+    def opt(self, key: str, default: str | None = None) -> str | None:
+        """A task option; `e2e.KEY=` wins over `KEY=` so one run can give e2e and squad different files/prompts."""
+        return self.cfg.options.get(f"{self.name}.{key}", self.cfg.options.get(key, default))
+
     def _pairs(self, split: str) -> tuple[list[tuple[str, str]], str]:
-        opt = self.cfg.options.get("data" if split == "test" else "train_data" if split == "train" else "valid_data")
+        opt = self.opt("data" if split == "test" else "train_data" if split == "train" else "valid_data")
         if opt:
             return read_pairs(Path(opt)), opt
         local = find_local(self.cfg.data_dir, *SPLIT_FILES[split])
@@ -194,7 +198,7 @@ class E2E(Task):
         return _hub_pairs(split)
 
     def docs(self) -> list[Doc]:
-        if not _flag(self.cfg.options.get("skip_meteor")) and shutil.which("java") is None:
+        if not _flag(self.opt("skip_meteor")) and shutil.which("java") is None:
             raise HarnessError(JAVA_MISSING)  # before any generation, not after it
         pairs, where = self._pairs("test")
         self.source_description = where
@@ -203,7 +207,7 @@ class E2E(Task):
     def prompt(self, mr: str) -> str | tuple[tuple[str, str], ...]:
         if self.cfg.chat_template:
             return (("user", CHAT_INSTRUCTION.format(mr=mr)),)
-        template = self.cfg.options.get("prompt", DEFAULT_PROMPT).replace("\\n", "\n")
+        template = (self.opt("prompt") or DEFAULT_PROMPT).replace("\\n", "\n")
         if "{mr}" not in template:
             raise HarnessError(f"--task-option prompt={template!r}: the template needs a {{mr}} placeholder")
         return template.format(mr=mr)
@@ -229,11 +233,12 @@ class E2E(Task):
     def aggregate(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
         if not samples:
             return {}
-        skip = _flag(self.cfg.options.get("skip_meteor"))
+        skip = _flag(self.opt("skip_meteor"))
+        raw = self.opt("bootstrap_iters", "200") or "200"
         try:
-            iters = int(self.cfg.options.get("bootstrap_iters", "200"))
+            iters = int(raw)
         except ValueError:
-            raise HarnessError(f"--task-option bootstrap_iters={self.cfg.options['bootstrap_iters']}: not an integer") from None
+            raise HarnessError(f"--task-option bootstrap_iters={raw}: not an integer") from None
         scores = E2EScores([s["refs"] for s in samples], [s["output"] for s in samples], with_meteor=not skip)
         values = scores.values()
         stderr = scores.bootstrap_stderr(iters, self.cfg.seed) if iters > 0 else {}

@@ -5,6 +5,7 @@ Data: hub `rajpurkar/squad` (validation), the official `dev-v1.1.json` (`DIR/squ
 `Context: ...\\nQuestion: ...\\nAnswer:` (`--task-option prompt=...` with {context} and {question}; `\\n` for a newline);
 the answer is cut at the first newline. Scores are the official ones: x100, max over gold answers
 (harness/metrics/squad.py). Training examples (train-v1.1.json or hub train) use the first answer span as target.
+Task options data=, train_data=, prompt= may be written `squad.KEY=` (which wins) when other tasks share the run.
 """
 
 from __future__ import annotations
@@ -73,8 +74,12 @@ class SQuAD(Task):
     metrics = ("exact_match", "f1")
     data_source = "hub rajpurkar/squad (validation); local DIR/squad/dev-v1.1.json (official format)"
 
+    def opt(self, key: str, default: str | None = None) -> str | None:
+        """A task option; `squad.KEY=` wins over `KEY=` so one run can give e2e and squad different files/prompts."""
+        return self.cfg.options.get(f"{self.name}.{key}", self.cfg.options.get(key, default))
+
     def _rows(self, split: str) -> tuple[list[dict[str, Any]], str]:
-        opt = self.cfg.options.get("data" if split == "validation" else "train_data")
+        opt = self.opt("data" if split == "validation" else "train_data")
         if opt:
             return read_official(Path(opt)), opt
         local = find_local(self.cfg.data_dir, *FILES[split])
@@ -97,7 +102,7 @@ class SQuAD(Task):
         return rows
 
     def prompt(self, doc: Doc) -> str | tuple[tuple[str, str], ...]:
-        template = self.cfg.options.get("prompt", DEFAULT_PROMPT).replace("\\n", "\n")
+        template = (self.opt("prompt") or DEFAULT_PROMPT).replace("\\n", "\n")
         for key in ("{context}", "{question}"):
             if key not in template:
                 raise HarnessError(f"--task-option prompt={template!r}: the template needs a {key} placeholder")

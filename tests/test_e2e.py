@@ -70,6 +70,8 @@ def test_requests_carry_the_decoding_settings_and_train_examples_share_the_promp
     assert len(train) == 5 and train[0] == {"prompt": req.prompt, "target": " " + SMALL[0][1]}
     custom = E2E(TaskConfig(options={"data": str(data), "prompt": "MR: {mr}\\nText:"}))
     assert custom.requests(custom.docs()[0])[0].prompt == f"MR: {SMALL[0][0]}\nText:"
+    both = E2E(TaskConfig(options={"data": "squad-dev.json", "e2e.data": str(data), "e2e.skip_meteor": "1"}))
+    assert len(both.docs()) == 3  # `e2e.KEY=` wins over a KEY= meant for another task of the run
 
 
 def test_bad_data_is_a_one_line_error(tmp_path: Path) -> None:
