@@ -152,7 +152,7 @@ def save_checkpoint(out: Path, name: str, model: Any, opt: Any, sched: Any, stat
         torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": rng_state()},
                    tmp / "optimizer.pt")
     (tmp / "trainer_state.json").write_text(json.dumps({"state": asdict(state), "hyperparameters":
-                                                        spec.hyperparameters()}, indent=1, default=str))
+                                                        spec.hyperparameters()}, default=str))
     if save_model is not None:
         save_model(tmp)
     shutil.rmtree(final, ignore_errors=True)
