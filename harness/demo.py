@@ -76,7 +76,7 @@ def demo(
         tiny_gsm8k_model(random_init, data)
     print(f"demo data in {data}", file=sys.stderr)
 
-    steps = {"pretrain": 40 if fast else 600, "lora": 30 if fast else 600, "minilm": 12 if fast else 30}
+    steps = {"pretrain": 40 if fast else 800, "lora": 30 if fast else 1200, "minilm": 12 if fast else 30}
     base = _train(TrainSpec(model=str(random_init), task="gsm8k", output_dir=workdir / "models" / "tiny-gpt2",
                             data_dir=arith, method="full", lr=3e-3, batch_size=32, max_steps=steps["pretrain"],
                             warmup_steps=20, scheduler="cosine", max_length=64, quiet=quiet, log_every=100), quiet)
