@@ -143,10 +143,11 @@ def test_parity_on_real_files_with_gpt2_bpe(shared_data: Path, gpt2_bpe: Any, su
     check_parity(our_samples(model_dir, data, work, 40, SUITE), theirs)
 
 
-@pytest.mark.parametrize("batch_size", [1, 3, 8])
-def test_loglikelihood_edge_cases_match_hflm(tiny_llama: Path, batch_size: int) -> None:
+@pytest.mark.parametrize("batch_size,keep_mode", [(1, "mask"), (3, "mask"), (8, "mask"), (8, "int"), (8, None)])
+def test_loglikelihood_edge_cases_match_hflm(tiny_llama: Path, batch_size: int, keep_mode: str | None) -> None:
     """Empty context, trailing spaces, continuations sharing first tokens, left truncation, duplicates, one-token
-    continuations: our shared-prefix scoring equals lm-eval's HFLM (one full forward per request)."""
+    continuations: our shared-prefix scoring equals lm-eval's HFLM (one full forward per request), whichever way
+    the model code lets us skip the vocabulary projection."""
     from lm_eval.api.instance import Instance
     from lm_eval.models.huggingface import HFLM
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -159,6 +160,8 @@ def test_loglikelihood_edge_cases_match_hflm(tiny_llama: Path, batch_size: int) 
     model = AutoModelForCausalLM.from_pretrained(tiny_llama).eval()
     tok = AutoTokenizer.from_pretrained(tiny_llama)
     ours = CausalLM(model, tok, {"base": "tiny"}, ModelSpec(model=str(tiny_llama), batch_size=batch_size))
+    assert ours._forward_kwargs()[1] == "mask"  # Llama's code uses slice_logits_to_keep
+    ours._fwd = (ours._fwd[0], keep_mode)
     q = "Question: Tom has 3 apples. How many apples?\nAnswer:"
     long = " ".join(["Tom has 3 apples and gets 4 more."] * 80)  # longer than the 512 positions: left-truncated
     reqs = [LogLikelihood(q, c) for c in (" 3 apples", " 3 apples and", " 7", " 7 apples.", " 3")]

@@ -167,14 +167,25 @@ class CausalLM:
         full = (ctx + cont)[-(self.max_length + 1):]
         return full, min(len(cont), len(full) - 1)
 
-    def _forward_kwargs(self) -> tuple[str, bool]:
-        """The name of the KV-cache argument (transformers 5 renamed it) and whether logits_to_keep is accepted."""
+    def _forward_kwargs(self) -> tuple[str, str | None]:
+        """The KV-cache argument's name (transformers 5 renamed it) and how logits_to_keep can be used.
+
+        "mask": a boolean (batch, seq) tensor (models built on transformers' slice_logits_to_keep); "int": only
+        "the last k positions" (older model code); None: not accepted, full logits are computed and masked.
+        """
         if not hasattr(self, "_fwd"):
             import inspect
 
             inner = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
             params = inspect.signature(inner.forward).parameters
-            self._fwd = ("cache" if "cache" in params else "past_key_values", "logits_to_keep" in params)
+            keep = None
+            if "logits_to_keep" in params:
+                try:
+                    src = inspect.getsource(type(inner).forward)
+                except (OSError, TypeError):
+                    src = ""
+                keep = "mask" if "slice_logits_to_keep(" in src else "int"
+            self._fwd = ("cache" if "cache" in params else "past_key_values", keep)
         return self._fwd
 
     @staticmethod
@@ -247,7 +258,7 @@ class CausalLM:
 
     def _score_groups(self, groups: list[tuple[list[int], int]], seqs: list[tuple[list[int], int]]
                       ) -> dict[int, tuple[float, bool]]:
-        cache_kw, can_keep = self._forward_kwargs()
+        cache_kw, keep_mode = self._forward_kwargs()
         dev = self.device
         pad = self.tokenizer.pad_token_id or 0
         keep_last = [seqs[m[0]][1] if len(m) == 1 else 1 for m, _ in groups]
@@ -263,9 +274,10 @@ class CausalLM:
             keep[g, width - keep_last[g]:] = True
         pos = (mask.cumsum(1) - 1).clamp(min=0)
         multi = any(len(m) > 1 for m, _ in groups)
-        res = self.model(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev), use_cache=multi,
-                         **({"logits_to_keep": keep.to(dev)} if can_keep else {}))
-        flat = res.logits if can_keep else res.logits[keep.to(dev)]
+        last = max(keep_last)  # rows end at the same column, so "the last k positions" also works
+        kw = {"mask": {"logits_to_keep": keep.to(dev)}, "int": {"logits_to_keep": last}}.get(keep_mode or "", {})
+        res = self.model(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev), use_cache=multi, **kw)
+        flat = res.logits if keep_mode == "mask" else res.logits[keep[:, -res.logits.shape[1]:].to(dev)]
         stage1 = torch.log_softmax(flat.float(), dim=-1).split(keep_last)  # per group: its kept positions, in order
 
         # Stage 2: each group member's tokens after the prefix, on its group's cached keys and values.
@@ -294,9 +306,10 @@ class CausalLM:
             kv = cache if len(chunks) == 1 else copy.deepcopy(cache)
             kv.batch_select_indices(index)
             full_mask = torch.cat([mask.to(dev)[index], smask.to(dev)], dim=1)
+            kw2 = {"logits_to_keep": skeep.to(dev)} if keep_mode == "mask" else {}
             res2 = self.model(input_ids=sids.to(dev), attention_mask=full_mask, position_ids=spos.to(dev),
-                              use_cache=True, **{cache_kw: kv}, **({"logits_to_keep": skeep.to(dev)} if can_keep else {}))
-            flat2 = res2.logits if can_keep else res2.logits[skeep.to(dev)]
+                              use_cache=True, **{cache_kw: kv}, **kw2)
+            flat2 = res2.logits if keep_mode == "mask" else res2.logits[skeep.to(dev)]
             parts2 = torch.log_softmax(flat2.float(), dim=-1).split([need[i] for _, i in part])
             stage2.update({i: lp for (_, i), lp in zip(part, parts2)})
 
