@@ -438,7 +438,7 @@ def _find_cached_table(folder: Path, env: str, lines: set[str]) -> Path | None:
         if not table.exists():
             continue
         try:
-            head, *cached = refs_file.read_text(encoding="utf-8", errors="surrogateescape").split("\n")
+            head, *cached = refs_file.read_text(encoding="utf-8", errors="surrogatepass").split("\n")
         except OSError:
             continue
         if head == env and lines <= set(cached):
