@@ -14,6 +14,8 @@ Input sets:
   each MR in file order, one per line.
 - LORA_REF: the same CSV vs the first reference of each MR group of ../shared/data/e2e/lora-e2e/test.txt (its text
   after `||`, pre-tokenized LoRA style).
+- EMPTY: the EXAMPLE files with hypothesis 3 replaced by an empty line and hypothesis 7 by `...` (nothing left
+  after tokenization), as tiny models produce.
 - EDGE: tests/data/e2e_edge/refs.txt vs hyps.txt (this project's own 5 MRs: `0` tokens, which mteval's Perl treats as
   false in its NIST information weights, £, quotes, brackets, a one-reference group, a one-word hypothesis).
 """
@@ -46,6 +48,8 @@ TEMPLATE_PRINTED = {"BLEU": 0.5079, "NIST": 7.3375, "METEOR": 0.4062, "ROUGE_L":
 LORA_REF = {"BLEU": 0.92499116548, "NIST": 13.219879943887, "METEOR": 0.9002324846807295,
             "ROUGE_L": 0.9828539120979675, "CIDEr": 3.2742154435123174}
 LORA_REF_PRINTED = {"BLEU": 0.9250, "NIST": 13.2199, "METEOR": 0.9002, "ROUGE_L": 0.9829, "CIDEr": 3.2742}
+EMPTY = {"BLEU": 0.647334209652, "NIST": 7.123528415662, "METEOR": 0.4130011500075961,
+         "ROUGE_L": 0.6169465971536875, "CIDEr": 1.8618423909318587}
 EDGE = {"BLEU": 0.396789545323, "NIST": 2.950920855282, "METEOR": 0.3727304993927794,
         "ROUGE_L": 0.6598877132368818, "CIDEr": 4.1177323556867815}
 
@@ -102,6 +106,13 @@ def test_example_inputs_all_metrics_match_official(e2e: Path, paraphrase_cache: 
     assert_official(nlg.e2e_metrics(refs, hyps), EXAMPLE, EXAMPLE_PRINTED)
     assert sorted((cache / "meteor-paraphrase").iterdir()) == before  # not filtered again
     assert nlg.ParaphraseFilter([nlg.coco_tokenize(r) for g in refs for r in g]).path == table
+
+
+def test_empty_hypotheses_match_official(e2e: Path, meteor_jvm: nlg.Meteor) -> None:
+    refs, _ = read_e2e_refs(e2e / "e2e-metrics-example-inputs" / "devel-conc.txt")
+    hyps, _ = read_e2e_hyps(e2e / "e2e-metrics-example-inputs" / "baseline-output.txt")
+    hyps[2], hyps[6] = "", "..."
+    assert_official(nlg.e2e_metrics(refs, hyps, meteor_runner=meteor_jvm), EMPTY)
 
 
 def test_full_testset_template_system_matches_official(e2e: Path, meteor_jvm: nlg.Meteor) -> None:
