@@ -85,5 +85,7 @@ class SFTData:
 
 def token_loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Summed next-token cross-entropy over the unmasked labels (the loop divides by the window's count)."""
-    shift = logits[:, :-1].float().reshape(-1, logits.shape[-1])
-    return torch.nn.functional.cross_entropy(shift, labels[:, 1:].reshape(-1), ignore_index=IGNORE, reduction="sum")
+    # shift the labels, not the logits: no copy of the (batch x length x vocab) tensor
+    shifted = torch.nn.functional.pad(labels, (0, 1), value=IGNORE)[:, 1:]
+    return torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), shifted.reshape(-1),
+                                             ignore_index=IGNORE, reduction="sum")
