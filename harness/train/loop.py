@@ -8,6 +8,7 @@ found, so evaluating (or not) never changes what training does next.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import random
@@ -55,9 +56,10 @@ class TrainState:
     train_seconds: float = 0.0
 
 
-def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
+@functools.lru_cache(maxsize=4)
+def epoch_order(n: int, seed: int, epoch: int) -> tuple[int, ...]:
     g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    return torch.randperm(n, generator=g).tolist()
+    return tuple(torch.randperm(n, generator=g).tolist())
 
 
 def micro_batch(data: Data, spec: TrainSpec, index: int) -> dict[str, torch.Tensor]:
@@ -266,8 +268,8 @@ def train_loop(model: Any, data: Data, spec: TrainSpec, out: Path, evaluate: Cal
                 save_checkpoint(out, f"{CKPT_PREFIX}{state.step}", model, opt, sched, state, spec, save_model)
                 prune_checkpoints(out, spec.save_total_limit)
             advance(1)
-    if evaluate is not None and not state.evals or (evaluate is not None and state.evals[-1]["step"] != state.step):
-        run_eval()
+    if evaluate is not None and (not state.evals or state.evals[-1]["step"] != state.step):
+        run_eval()  # the final weights are always evaluated
     if spec.patience is not None and state.best_step is not None and state.best_step != state.step:
         load_trainable(model, torch.load(out / BEST / "trainable.pt"), out / BEST)
         _log(f"restored the best weights (step {state.best_step}, {spec.metric} = {state.best_metric:.4f})", spec.quiet)
