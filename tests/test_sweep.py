@@ -66,6 +66,16 @@ def test_sweep_trains_evaluates_and_skips_finished(tiny_gpt2: Path, gsm8k_data: 
 
     shutil.rmtree(out / "results" / "r=2_lr=1e-3")
     before = (out / "results" / "r=1_lr=1e-4" / "results.json").stat().st_mtime_ns
-    run_sweep(base, "r=1,2;lr=1e-4,1e-3", out, limit=3, eval_batch_size=8)
+    from typer.testing import CliRunner
+
+    from harness.cli import _register_commands, app
+
+    _register_commands()  # the re-run goes through `harness sweep`
+    r = CliRunner().invoke(app, ["sweep", "--model", str(tiny_gpt2), "--task", "gsm8k", "--grid", "r=1,2;lr=1e-4,1e-3",
+                                 "-o", str(out), "--data-dir", str(gsm8k_data), "--target-modules", "c_attn",
+                                 "--max-steps", "3", "--batch-size", "4", "--limit", "3", "--max-new-tokens", "6",
+                                 "--set", "train_limit=16", "--set", "max_length=96", "--quiet"])
+    assert r.exit_code == 0, r.output
+    assert "r=2_lr=1e-3" in r.output  # the leaderboard is printed
     assert (out / "results" / "r=1_lr=1e-4" / "results.json").stat().st_mtime_ns == before
     assert (out / "results" / "r=2_lr=1e-3" / "results.json").exists()
