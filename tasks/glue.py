@@ -9,8 +9,9 @@ task, then the unweighted mean of the nine tasks).
 Model modes, picked from the loaded model (`cfg.model_kind`):
 - seq-cls: an encoder with a classification head (a LoRA adapter brings its saved head); one
   Classify request per row with the text or text pair; STS-B needs a 1-output regression head.
-- causal: zero-shot prompts (lm-eval's GLUE wording), one LogLikelihood request per label word;
-  the prediction is the most likely word. STS-B: the expected score under the softmax over " 0".." 5".
+- causal: zero-shot prompts, exactly lm-eval 0.4's GLUE prompts and label words (checked in the tests),
+  one LogLikelihood request per label word; the prediction is the most likely word. STS-B (which
+  lm-eval lacks): the expected score under the softmax over " 0".." 5".
 
 Data: hub `nyu-mll/glue` (validation splits), or `--data-dir DIR` in the GLUE distribution's layout
 (DIR/SST-2/dev.tsv, DIR/CoLA/dev.tsv, ...; also the raw CoLA, original STS-B and SuperGLUE RTE jsonl
@@ -239,7 +240,11 @@ class GlueTask(Task):
 
     # --- prompts and requests -----------------------------------------------------------
     def prompt(self, doc: Doc) -> str:
-        return self.spec.prompt.format(*doc["inputs"])
+        inputs = list(doc["inputs"])
+        if self.spec.config == "mnli":  # as lm-eval: the hypothesis stripped and ending in a period
+            h = inputs[1].strip()
+            inputs[1] = h if h.endswith(".") else h + "."
+        return self.spec.prompt.format(*inputs)
 
     def requests(self, doc: Doc) -> list[Request]:
         kind = self.cfg.model_kind

@@ -272,3 +272,52 @@ def test_causal_glue_group_score(tiny_gpt2: Path, shared_data: Path, tmp_path: P
     assert {d["task"] for d in sub.docs()} == {"sst2", "rte"}
     with pytest.raises(HarnessError, match="unknown GLUE task"):
         GlueGroup(TaskConfig(options={"tasks": "sst3"})).docs()
+
+
+def test_causal_parity_with_lm_eval(gpt2_bpe, shared_data: Path, tmp_path: Path) -> None:  # noqa: ANN001
+    """lm-eval 0.4.13's own GLUE task configs on the same rows and weights: same prompts, log-likelihoods, metrics."""
+    import lm_eval
+    from lm_eval import simple_evaluate
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from harness.tiny import build_causal_lm
+
+    model_dir = build_causal_lm(tmp_path / "model", gpt2_bpe, d_model=64, n_layer=2, n_head=4)
+    root = own_glue_files(tmp_path / "glue")
+    for d in ("CoLA", "SST-2", "MRPC", "QNLI", "RTE"):
+        (root / d).symlink_to(shared_data / "glue" / d)
+    hub_cols = {"cola": ("sentence",), "sst2": ("sentence",), "mrpc": ("sentence1", "sentence2"),
+                "qqp": ("question1", "question2"), "mnli": ("premise", "hypothesis"), "qnli": ("question", "sentence"),
+                "rte": ("sentence1", "sentence2"), "wnli": ("sentence1", "sentence2")}
+    limit = 12
+    ydir = tmp_path / "yaml"
+    ydir.mkdir()
+    for name, cols in hub_cols.items():  # our rows in the hub's layout, fed to lm-eval's unmodified task YAMLs
+        docs = _task(name, root, kind="causal").docs()[:limit]
+        data = tmp_path / f"{name}.jsonl"
+        data.write_text("".join(json.dumps({**dict(zip(cols, d["inputs"])), "label": d["label"]}) + "\n" for d in docs))
+        (ydir / f"{name}.yaml").write_text(
+            f"include: {Path(lm_eval.__file__).parent / 'tasks' / 'glue' / name / 'default.yaml'}\ntask: local_{name}\n"
+            f"dataset_path: json\ndataset_name: null\ndataset_kwargs:\n  data_files:\n    validation: {data}\n"
+            "training_split: null\nvalidation_split: validation\n")
+    lm = HFLM(pretrained=AutoModelForCausalLM.from_pretrained(model_dir).eval(),
+              tokenizer=AutoTokenizer.from_pretrained(model_dir), batch_size=8, device="cpu")
+    theirs = simple_evaluate(model=lm, tasks=[f"local_{n}" for n in hub_cols], log_samples=True, bootstrap_iters=0,
+                             task_manager=TaskManager(include_path=str(ydir), include_defaults=False))
+    spec = RunSpec(model=ModelSpec(model=str(model_dir), batch_size=8), tasks=list(hub_cols),
+                   task_cfg=TaskConfig(data_dir=root, limit=limit), output_dir=tmp_path / "ours", quiet=True)
+    [path] = run(spec)
+    ours = read_results(path)["tasks"]
+    for name in hub_cols:
+        ref = sorted(theirs["samples"][f"local_{name}"], key=lambda s: s["doc_id"])
+        mine = _samples(path.parent, name)
+        assert len(mine) == len(ref) == min(limit, len(_task(name, root).docs()))
+        for s, r in zip(mine, ref):
+            assert [(s["prompt"], w) for w in s["loglikelihoods"]] == [tuple(a) for a in r["arguments"]], name
+            assert list(s["loglikelihoods"].values()) == pytest.approx([float(x[0]) for x in r["filtered_resps"]],
+                                                                      abs=1e-4), name
+        for metric, m in ours[name]["metrics"].items():
+            assert m["value"] == pytest.approx(theirs["results"][f"local_{name}"][f"{metric},none"], abs=1e-9), \
+                (name, metric)
