@@ -408,17 +408,22 @@ class GlueGroup(Task):
 
     Rows of the tasks are interleaved, so `--limit N` takes about N/10 rows of each. `--task-option
     tasks=cola,sst2` evaluates a subset; its average is then reported as `partial_score`.
+    One model answers every task, so the group suits causal LMs; encoders are fine-tuned per task
+    (STS-B needs a regression head), so run each task with its own adapter instead.
     """
 
     name = "glue"
     version = "1"
-    output_type = "classify"
     metrics = ("score",)
     data_source = "the nine GLUE tasks (see each task)"
 
     def __init__(self, cfg: TaskConfig | None = None) -> None:
         super().__init__(cfg)
         self.members = {n: c(self.cfg, option_prefix=f"{n}.") for n, c in TASK_CLASSES.items()}
+
+    @property
+    def output_type(self) -> str:  # type: ignore[override]
+        return "loglikelihood" if self.cfg.model_kind == "causal" else "classify"
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "output_type": "classify (seq-cls) | loglikelihood (causal)"}
