@@ -89,6 +89,8 @@ def run(
     run_name: Annotated[str | None, typer.Option(help="Run directory name (default: model-timestamp).")] = None,
     chat_template: Annotated[bool, typer.Option(help="Prompt instruct models through their chat template.")] = False,
     task_option: Annotated[list[str] | None, typer.Option(help="Task-specific KEY=VALUE (repeatable).")] = None,
+    prompt_template: Annotated[Path | None, typer.Option(
+        help="Replace the task prompt (e.g. math_verify); same as --task-option prompt_template=FILE.")] = None,
     resume: Annotated[bool, typer.Option(help="Reuse answers recorded by an earlier (killed) run.")] = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -110,6 +112,10 @@ def run(
                      max_new_tokens=max_new_tokens, samples=samples, temperature=temperature, top_p=top_p,
                      num_beams=num_beams, length_penalty=length_penalty, no_repeat_ngram_size=no_repeat_ngram_size,
                      options=parse_options(task_option))
+    if prompt_template is not None:
+        if not prompt_template.is_file():
+            raise HarnessError(f"--prompt-template {prompt_template}: file not found")
+        cfg.options["prompt_template"] = str(prompt_template)
     spec = RunSpec(
         model=model_spec(model, adapter, with_base, load_in_4bit, load_in_8bit, bnb_4bit_compute_dtype, dtype, device,
                          batch_size, model_kind, revision, trust_remote_code, num_labels),

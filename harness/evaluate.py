@@ -17,6 +17,7 @@ from harness.errors import HarnessError
 from harness.metrics.stats import Metric
 from harness.models.loading import ModelSpec, Variant, iter_variants, model_key, read_adapter_config, short_name
 from harness.registry import make_tasks
+from harness.requests import Generate, LogLikelihood, Request
 from harness.results import atomic_write_json, atomic_write_jsonl, header
 from harness.runner import run_requests
 from harness.store import Store
@@ -54,6 +55,21 @@ def load_tasks(names: list[str], cfg: TaskConfig) -> list[tuple[Task, list[Doc],
     return out
 
 
+def request_prompt(reqs: list[Request]) -> Any:
+    """What the model was shown for one doc, for samples files of tasks that do not record it themselves."""
+    shown: list[Any] = []
+    for r in reqs:
+        if isinstance(r, Generate):
+            x: Any = r.prompt if isinstance(r.prompt, str) else [list(m) for m in r.prompt]
+        elif isinstance(r, LogLikelihood):
+            x = r.context
+        else:
+            x = list(r.inputs)
+        if x not in shown:
+            shown.append(x)
+    return shown[0] if len(shown) == 1 else shown
+
+
 def evaluate_task(variant: Variant, task: Task, docs: list[Doc], data_hash: str, store: Store | None,
                   resume: bool, quiet: bool) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Score one task on one model variant: (the task's results entry, per-sample records)."""
@@ -65,6 +81,8 @@ def evaluate_task(variant: Variant, task: Task, docs: list[Doc], data_hash: str,
     samples = []
     for d, reqs in zip(docs, per_doc):
         rec = task.score(d, [answers[r.key()] for r in reqs])
+        if "prompt" not in rec and reqs:
+            rec["prompt"] = request_prompt(reqs)
         samples.append({"doc_id": d["id"], **rec})
     agg = task.aggregate(samples)
     metrics = {k: v.to_json() for k, v in agg.items() if isinstance(v, Metric)}

@@ -154,3 +154,15 @@ def test_classifier_mode_and_chat_prompt(tiny_gpt2: Path, verify_data: Path, tmp
     chat = MathVerify(TaskConfig(model_kind="causal", chat_template=True, options={"mode": "generate"}))
     [gen] = chat.requests(doc)
     assert gen.prompt[0][0] == "user" and gen.prompt[0][1].endswith("Final Output (True/False):")
+
+
+def test_prompt_template_flag_reaches_the_prompts(cli, tiny_gpt2: Path, verify_data: Path, tmp_path: Path) -> None:
+    tpl = tmp_path / "mine.txt"
+    tpl.write_text("Q: {question}\nClaimed: {answer}\nWork: {solution}\nCorrect?")
+    out = tmp_path / "r"
+    cli("run", "-m", str(tiny_gpt2), "-t", "math_verify", "--data-dir", str(verify_data), "--limit", "3",
+        "--prompt-template", str(tpl), "-o", str(out), "--run-name", "tpl", "-q", check=True)
+    samples = [json.loads(x) for x in (out / "tpl" / "samples" / "math_verify.jsonl").read_text().splitlines()]
+    assert all(s["prompt"].startswith("Q: ") and s["prompt"].endswith("Correct?") for s in samples)
+    bad = cli("run", "-m", str(tiny_gpt2), "-t", "math_verify", "--prompt-template", str(tmp_path / "none.txt"))
+    assert bad.returncode == 2 and "--prompt-template" in bad.stderr

@@ -262,6 +262,10 @@ def load_base(spec: ModelSpec) -> tuple[Any, Any, str, dict[str, Any]]:
         if n is not None:
             kwargs["num_labels"] = n
             kwargs["ignore_mismatched_sizes"] = True
+    if kind in ("seq-cls", "image"):
+        import torch
+
+        torch.manual_seed(0)  # a head the checkpoint lacks starts the same on every load, so base runs repeat
     try:
         model = _auto_class(kind).from_pretrained(spec.model, **kwargs)
     except OSError as e:
