@@ -182,13 +182,9 @@ def leaderboard(
 # Command modules that add themselves to `app` (each defines register(app)).
 COMMAND_MODULES: list[str] = [
     "harness.demo",
-    # issue 3: train, sweep
     "harness.train.cli",
-    # issue 4: score
     "harness.score_cli",
-    # issue 6: forgetting
     "harness.forgetting_cli",
-    # issue 7: generate, judge, tournament
     "harness.judge_cli",
 ]
 
