@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import run_main
 
 from harness.errors import HarnessError
 from harness.metrics import nlg
@@ -29,17 +29,6 @@ def write_csv(path: Path, rows: list[tuple[str, str]], header: str = '"mr","ref"
     return path
 
 
-def run_cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    from harness.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["harness", *args])
-    code = 0
-    try:
-        main()
-    except SystemExit as e:
-        code = int(e.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_official_csv_and_lora_files_give_the_same_630_meaning_representations(shared_data: Path) -> None:
@@ -122,7 +111,7 @@ def test_run_on_tiny_model_writes_corpus_metrics(tiny_gpt2: Path, tmp_path: Path
                                                  capsys: pytest.CaptureFixture[str]) -> None:
     data = write_csv(tmp_path / "d" / "e2e" / "testset_w_refs.csv", SMALL)
     out = tmp_path / "results"
-    code, stdout, err = run_cli(monkeypatch, capsys, "run", "-m", str(tiny_gpt2), "-t", "e2e", "--data-dir",
+    code, stdout, err = run_main(monkeypatch, capsys, "run", "-m", str(tiny_gpt2), "-t", "e2e", "--data-dir",
                                 str(tmp_path / "d"), "--limit", "3", "--max-new-tokens", "6", "--num-beams", "2",
                                 "--no-repeat-ngram-size", "2", "--task-option", "skip_meteor=1",
                                 "--task-option", "bootstrap_iters=20", "-o", str(out), "--run-name", "r", "-q")
@@ -136,7 +125,7 @@ def test_run_on_tiny_model_writes_corpus_metrics(tiny_gpt2: Path, tmp_path: Path
     again = nlg.e2e_metrics([s["refs"] for s in samples], [s["output"] for s in samples], with_meteor=False)
     assert {m: v["value"] for m, v in task["metrics"].items()} == again
     # and `harness score e2e` on the samples file agrees too
-    code, stdout, err = run_cli(monkeypatch, capsys, "score", "e2e", "--refs", str(data),
+    code, stdout, err = run_main(monkeypatch, capsys, "score", "e2e", "--refs", str(data),
                                 "--hyps", str(out / "r" / "samples" / "e2e.jsonl"), "--skip-meteor")
     assert code == 0, err
     assert json.loads(stdout) == again
@@ -145,7 +134,7 @@ def test_run_on_tiny_model_writes_corpus_metrics(tiny_gpt2: Path, tmp_path: Path
 def test_score_cli_formats_and_errors(shared_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                       capsys: pytest.CaptureFixture[str]) -> None:
     ex = shared_data / "e2e" / "e2e-metrics-example-inputs"
-    code, out, err = run_cli(monkeypatch, capsys, "score", "e2e", "--refs", str(ex / "devel-conc.txt"),
+    code, out, err = run_main(monkeypatch, capsys, "score", "e2e", "--refs", str(ex / "devel-conc.txt"),
                              "--hyps", str(ex / "baseline-output.txt"), "--skip-meteor", "--stderr")
     assert code == 0, err
     got = json.loads(out)
@@ -160,24 +149,24 @@ def test_score_cli_formats_and_errors(shared_data: Path, tmp_path: Path, monkeyp
     hyps_csv = write_csv(tmp_path / "hyps.csv", [(SMALL[0][0], "Aromi is a coffee shop."),
                                                   (SMALL[2][0], "The Punter is cheap."), (SMALL[3][0], "Zizzi is a pub.")],
                          header='"mr","output"')
-    a = run_cli(monkeypatch, capsys, "score", "e2e", "--refs", str(refs_tsv), "--hyps", str(hyps_txt), "--skip-meteor")
-    b = run_cli(monkeypatch, capsys, "score", "e2e", "--refs", str(refs_tsv), "--hyps", str(hyps_csv), "--skip-meteor")
+    a = run_main(monkeypatch, capsys, "score", "e2e", "--refs", str(refs_tsv), "--hyps", str(hyps_txt), "--skip-meteor")
+    b = run_main(monkeypatch, capsys, "score", "e2e", "--refs", str(refs_tsv), "--hyps", str(hyps_csv), "--skip-meteor")
     assert a[0] == b[0] == 0 and json.loads(a[1]) == json.loads(b[1])
     # errors: one line naming the file
     short = tmp_path / "short.txt"
     short.write_text("one line\n", encoding="utf-8")
-    code, _, err = run_cli(monkeypatch, capsys, "score", "e2e", "--refs", str(refs_tsv), "--hyps", str(short),
+    code, _, err = run_main(monkeypatch, capsys, "score", "e2e", "--refs", str(refs_tsv), "--hyps", str(short),
                            "--skip-meteor")
     assert code == 2 and err.count("\n") == 1 and f"--hyps {short}: 1 hypotheses but --refs" in err
     no_refs = write_csv(tmp_path / "norefs.csv", [SMALL[0], ("name[Solo], eatType[pub]", "")])
-    code, _, err = run_cli(monkeypatch, capsys, "score", "e2e", "--refs", str(no_refs), "--hyps", str(short))
+    code, _, err = run_main(monkeypatch, capsys, "score", "e2e", "--refs", str(no_refs), "--hyps", str(short))
     assert code == 2 and err.count("\n") == 1 and "norefs.csv" in err and "has no references" in err
     swapped = write_csv(tmp_path / "swapped.csv", [(SMALL[2][0], "x"), (SMALL[0][0], "y"), (SMALL[3][0], "z")],
                         header='"mr","output"')
-    code, _, err = run_cli(monkeypatch, capsys, "score", "e2e", "--refs", str(refs_tsv), "--hyps", str(swapped),
+    code, _, err = run_main(monkeypatch, capsys, "score", "e2e", "--refs", str(refs_tsv), "--hyps", str(swapped),
                            "--skip-meteor")
     assert code == 2 and "hypothesis 1 is for MR" in err
-    code, _, err = run_cli(monkeypatch, capsys, "score", "e2e", "--refs", str(tmp_path / "nope.txt"), "--hyps", str(short))
+    code, _, err = run_main(monkeypatch, capsys, "score", "e2e", "--refs", str(tmp_path / "nope.txt"), "--hyps", str(short))
     assert code == 2 and "nope.txt: file not found" in err
 
 
@@ -187,5 +176,5 @@ def test_missing_java_message_names_skip_flag(tmp_path: Path, monkeypatch: pytes
     hyps = tmp_path / "h.txt"
     hyps.write_text("a\nb\nc\n", encoding="utf-8")
     monkeypatch.setattr(nlg.shutil, "which", lambda name: None)
-    code, _, err = run_cli(monkeypatch, capsys, "score", "e2e", "--refs", str(refs), "--hyps", str(hyps))
+    code, _, err = run_main(monkeypatch, capsys, "score", "e2e", "--refs", str(refs), "--hyps", str(hyps))
     assert code == 2 and err.count("\n") == 1 and "--skip-meteor" in err and "Java" in err

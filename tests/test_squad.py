@@ -9,10 +9,10 @@ the JSON lines below.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import run_main
 from squad_predictions import gold_first, perturbed
 
 from harness.errors import HarnessError
@@ -28,17 +28,6 @@ OFFICIAL = {  # the official script's stdout, verbatim
 }
 
 
-def run_cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    from harness.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["harness", *args])
-    code = 0
-    try:
-        main()
-    except SystemExit as e:
-        code = int(e.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +43,7 @@ def test_score_squad_prints_what_the_official_script_prints(name: str, dev: Path
     preds = {"gold": gold_first, "perturbed": perturbed, "empty": lambda d: {}}[name](data)
     path = tmp_path / "preds.json"
     path.write_text(json.dumps(preds))
-    code, out, err = run_cli(monkeypatch, capsys, "score", "squad", "--data", str(dev), "--predictions", str(path))
+    code, out, err = run_main(monkeypatch, capsys, "score", "squad", "--data", str(dev), "--predictions", str(path))
     assert code == 0, err
     assert out.strip() == OFFICIAL[name]
 
@@ -66,13 +55,13 @@ def test_bad_predictions_are_one_line_errors(dev: Path, tmp_path: Path, monkeypa
     preds["not-a-real-id"] = "x"
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps(preds))
-    code, _, err = run_cli(monkeypatch, capsys, "score", "squad", "--data", str(dev), "--predictions", str(bad))
+    code, _, err = run_main(monkeypatch, capsys, "score", "squad", "--data", str(dev), "--predictions", str(bad))
     assert code == 2 and err.count("\n") == 1 and "unknown question id 'not-a-real-id'" in err and "bad.json" in err
     bad.write_text("[1, 2]")
-    code, _, err = run_cli(monkeypatch, capsys, "score", "squad", "--data", str(dev), "--predictions", str(bad))
+    code, _, err = run_main(monkeypatch, capsys, "score", "squad", "--data", str(dev), "--predictions", str(bad))
     assert code == 2 and "expected a JSON object" in err
     bad.write_text("{oops")
-    code, _, err = run_cli(monkeypatch, capsys, "score", "squad", "--data", str(dev), "--predictions", str(bad))
+    code, _, err = run_main(monkeypatch, capsys, "score", "squad", "--data", str(dev), "--predictions", str(bad))
     assert code == 2 and "not valid JSON" in err
     with pytest.raises(HarnessError, match="is int, expected a string"):
         evaluate(data, {data[0]["paragraphs"][0]["qas"][0]["id"]: 3})
@@ -123,7 +112,7 @@ def test_task_aggregate_equals_official_evaluate(dev: Path) -> None:
 def test_run_on_tiny_model(tiny_gpt2: Path, dev: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                            capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "results"
-    code, stdout, err = run_cli(monkeypatch, capsys, "run", "-m", str(tiny_gpt2), "-t", "squad", "--task-option",
+    code, stdout, err = run_main(monkeypatch, capsys, "run", "-m", str(tiny_gpt2), "-t", "squad", "--task-option",
                                 f"data={dev}", "--limit", "2", "--max-new-tokens", "4", "-o", str(out),
                                 "--run-name", "sq", "-q")
     assert code == 0, err
