@@ -202,3 +202,17 @@ def test_early_stopping_keeps_the_best_weights(tiny_gpt2: Path, gsm8k_data: Path
     assert all(torch.equal(final[k], best[k]) for k in final)
     last = {k.replace(".default", ""): v for k, v in torch.load(out / "checkpoint-6" / "trainable.pt").items()}
     assert not all(torch.equal(final[k], last[k]) for k in final)  # the step-6 weights were replaced by the best
+
+
+@pytest.mark.parametrize("variant", [{"use_dora": True}, {"use_rslora": True, "optimizer": "adamw_8bit"}])
+def test_dora_and_rslora_with_8bit_adam_train(variant: dict, tiny_gpt2: Path, gsm8k_data: Path, tmp_path: Path) -> None:
+    out = train(_spec(tiny_gpt2, gsm8k_data, tmp_path / "ckpt", max_steps=20, **variant))
+    rec = json.loads((out / "harness_train.json").read_text())
+    losses = [v for _, v in rec["loss_curve"]]
+    assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5 - 0.2, losses
+    cfg = json.loads((out / "adapter_config.json").read_text())
+    assert cfg["use_dora"] == variant.get("use_dora", False)
+    assert cfg["use_rslora"] == variant.get("use_rslora", False)
+    assert rec["hyperparameters"]["optimizer"] == variant.get("optimizer", "adamw")
+    if "use_dora" in variant:  # DoRA saves its magnitude vectors
+        assert any("lora_magnitude_vector" in k for k in load_file(str(out / "adapter_model.safetensors")))
