@@ -28,13 +28,37 @@ class Model(Protocol):
     def classify(self, requests: list[Classify]) -> list[list[float]]: ...
 
 
+def _stem(req: LogLikelihood) -> str:
+    """The context minus its last word: contexts that differ only there (WinoGrande's options filling the blank)
+    share a batch, where the model can share their common prefix."""
+    return req.context.rsplit(" ", 1)[0]
+
+
 def _order(req: Request) -> tuple[Any, ...]:
     if isinstance(req, LogLikelihood):
-        # by the context minus its last word first: contexts that differ only there (WinoGrande's options
-        # filling the blank) land in one batch, where the model can share their common prefix
-        stem = req.context.rsplit(" ", 1)[0]
+        stem = _stem(req)
         return (-len(stem), stem, -len(req.context), req.context, -len(req.continuation))
     return (-req.length(),)
+
+
+def _batches(kind: str, reqs: list[Request], size: int) -> list[list[Request]]:
+    """Consecutive batches of `size` requests; for log-likelihoods, of `size` distinct context stems.
+
+    A model scores a shared context once, so what fills a forward pass is the number of contexts, not of
+    requests: counting stems keeps a batch of multiple-choice questions as wide as a batch of full sequences.
+    """
+    if kind != "loglikelihood":
+        return [reqs[i : i + size] for i in range(0, len(reqs), size)]
+    out: list[list[Request]] = []
+    stems: set[str] = set()
+    for r in reqs:
+        stem = _stem(r)  # type: ignore[arg-type]
+        if not out or (stem not in stems and len(stems) == size):
+            out.append([])
+            stems = set()
+        stems.add(stem)
+        out[-1].append(r)
+    return out
 
 
 def run_requests(
@@ -65,9 +89,7 @@ def run_requests(
             if method is None:
                 raise HarnessError(f"model {model.identity.get('base', '?')} cannot answer {kind} requests")
             reqs.sort(key=_order)
-            step = max(1, model.batch_size)
-            for i in range(0, len(reqs), step):
-                batch = reqs[i : i + step]
+            for batch in _batches(kind, reqs, max(1, model.batch_size)):
                 out = method(batch)
                 if len(out) != len(batch):
                     raise RuntimeError(f"{type(model).__name__}.{kind} returned {len(out)} answers for {len(batch)}")
