@@ -69,10 +69,13 @@ class LogLikelihood:
 class Classify:
     """Score `inputs` with a classifier. The answer is the list of logits (one float for regression).
 
-    `inputs` is a text, a (text, text) pair, or a path to an image file.
+    `inputs` is a text, a (text, text) pair, or a path to an image file. `labels` optionally names the classes in
+    the order the task scores them: a model whose id2label names them all answers in that order, so a checkpoint
+    with another label order (an ImageNet-style CIFAR head, say) is still scored right.
     """
 
     inputs: tuple[str, ...]
+    labels: tuple[str, ...] = ()
     kind: str = field(default="classify", init=False)
 
     def key(self) -> str:
@@ -96,3 +99,13 @@ def answer_from_json(kind: str, value: Any) -> Answer:
     if kind == "loglikelihood":
         return (float(value[0]), bool(value[1]))
     return value
+
+
+def logits_in_label_order(logits: list[float], id2label: dict[Any, str] | None, labels: tuple[str, ...]) -> list[float]:
+    """`logits` reordered to `labels` when the model's id2label names every one of them (case-insensitively)."""
+    if not labels or not id2label or len(logits) != len(id2label):
+        return logits
+    index = {str(name).lower(): int(i) for i, name in id2label.items()}
+    if not all(name.lower() in index for name in labels):
+        return logits
+    return [logits[index[name.lower()]] for name in labels]

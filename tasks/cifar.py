@@ -157,7 +157,7 @@ class CIFAR10(Task):
         if self.cfg.model_kind != "image":
             raise HarnessError(f"task {self.name}: needs an image classifier (--model-kind image), not a "
                                f"{self.cfg.model_kind} model")
-        return [Classify((doc["image"],))]
+        return [Classify((doc["image"],), labels=CIFAR10_CLASSES)]
 
     def score(self, doc: Doc, answers: list[Answer]) -> dict[str, Any]:
         logits = [float(x) for x in answers[0]]

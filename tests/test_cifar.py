@@ -185,3 +185,29 @@ def test_lora_adapter_on_pickles_and_pngs_through_cli(cli, models: dict[str, Pat
     board = render(out)
     assert "cifar10/acc (%)" in board and "(base)" in board and f"+ {models['lora'].name}" in board
     assert "cifar10/acc_airplane" in board
+
+
+def test_head_in_another_label_order_is_scored_by_name(models: dict[str, Path], foolbox: Path, tmp_path: Path) -> None:
+    """A checkpoint whose head lists the CIFAR classes in another order gives the same scores as one in CIFAR order."""
+    from transformers import AutoModelForImageClassification
+
+    model = AutoModelForImageClassification.from_pretrained(models["resnet"])
+    perm = [3, 7, 0, 9, 1, 5, 2, 8, 4, 6]  # new head row j = old class perm[j]
+    head = model.classifier[1]
+    with torch.no_grad():
+        head.weight.copy_(head.weight[perm].clone())
+        head.bias.copy_(head.bias[perm].clone())
+    model.config.id2label = {j: CIFAR10_CLASSES[c].upper() for j, c in enumerate(perm)}  # names match case-insensitively
+    model.config.label2id = {v: k for k, v in model.config.id2label.items()}
+    shuffled = tmp_path / "shuffled"
+    model.save_pretrained(shuffled)
+    for f in models["resnet"].glob("preprocessor_config.json"):
+        (shuffled / f.name).write_text(f.read_text())
+    preds = {}
+    for name, path in (("cifar-order", models["resnet"]), ("shuffled", shuffled)):
+        spec = RunSpec(model=ModelSpec(model=str(path)), tasks=["cifar10"], task_cfg=TaskConfig(data_dir=foolbox),
+                       output_dir=tmp_path / "r", run_name=name, quiet=True)
+        [res] = run(spec)
+        preds[name] = [(s["pred"], s["logits"]) for s in _samples(res)]
+    for (p1, l1), (p2, l2) in zip(preds["cifar-order"], preds["shuffled"]):
+        assert p1 == p2 and l1 == pytest.approx(l2, abs=1e-5)

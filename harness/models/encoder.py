@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from harness.errors import HarnessError
-from harness.requests import Classify
+from harness.requests import Classify, logits_in_label_order
 
 
 class EncoderClassifier:
@@ -49,6 +49,7 @@ class EncoderClassifier:
                                  return_tensors="pt")
             enc = {k: v.to(self.device) for k, v in enc.items()}
             logits = self.model(**enc).logits.float().cpu()
+            id2label = getattr(self.model.config, "id2label", None)
             for i, row in zip(idx, logits.tolist()):
-                out[i] = row
+                out[i] = logits_in_label_order(row, id2label, requests[i].labels)
         return [o or [] for o in out]

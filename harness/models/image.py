@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from harness.errors import HarnessError
-from harness.requests import Classify
+from harness.requests import Classify, logits_in_label_order
 
 DATA_URL = "data:image/png;base64,"
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -69,8 +69,9 @@ class ImageClassifier:
                 raise HarnessError(f"classify: an image classifier takes one image per request, got {len(r.inputs)} inputs")
         images = [open_image(r.inputs[0]) for r in requests]
         pixels = self.processor(images=images, return_tensors="pt")["pixel_values"]
-        logits = self.model(pixel_values=pixels.to(self.device, self.dtype)).logits
-        return logits.float().cpu().tolist()
+        logits = self.model(pixel_values=pixels.to(self.device, self.dtype)).logits.float().cpu().tolist()
+        id2label = getattr(self.model.config, "id2label", None)
+        return [logits_in_label_order(row, id2label, r.labels) for row, r in zip(logits, requests)]
 
 
 def tiny_image_classifier(out_dir: Path, arch: str = "resnet", image_size: int = 32, seed: int = 0) -> Path:
