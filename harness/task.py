@@ -164,6 +164,18 @@ def load_hub(path: str, name: str | None, split: str, local_hint: str) -> list[d
     return [dict(r) for r in ds]
 
 
+def hub_rows(data_dir: Path | None, local_hint: str, path: str, name: str | None, split: str
+             ) -> tuple[list[dict[str, Any]], str]:
+    """(rows, where) from the hub when no local file was found; with --data-dir given, the error says that too."""
+    try:
+        rows = load_hub(path, name, split, local_hint)
+    except HarnessError as e:
+        if data_dir is None:
+            raise
+        raise HarnessError(f"--data-dir {data_dir}: no {local_hint} there, and {e}") from None
+    return rows, f"hub:{path}/" + (f"{name}/" if name else "") + split
+
+
 def rows_hash(rows: list[Any]) -> str:
     blob = json.dumps(rows, sort_keys=True, ensure_ascii=False, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]

@@ -19,7 +19,7 @@ import numpy as np
 
 from harness.errors import HarnessError
 from harness.requests import Answer, LogLikelihood, Request
-from harness.task import Doc, Task, find_local, load_hub, read_table, require
+from harness.task import Doc, Task, find_local, hub_rows, read_table, require
 
 
 def multiple_choice_record(context: str | list[str], continuations: list[str], choices: list[str], gold: int,
@@ -69,13 +69,7 @@ class _ARC(Task):
         if local is not None:
             rows, where = read_table(local), str(local)
         else:
-            try:
-                rows = load_hub("allenai/ai2_arc", self.config, "test", f"arc/{fname}")
-            except HarnessError as e:
-                if self.cfg.data_dir is None:
-                    raise
-                raise HarnessError(f"--data-dir {self.cfg.data_dir}: no arc/{fname} there, and {e}") from None
-            where = f"hub:allenai/ai2_arc/{self.config}/test"
+            rows, where = hub_rows(self.cfg.data_dir, f"arc/{fname}", "allenai/ai2_arc", self.config, "test")
         self.source_description = where
         docs = [_flatten(r, f"{where} row {i + 1}") for i, r in enumerate(rows)]
         for i, d in enumerate(docs):

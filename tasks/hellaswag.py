@@ -16,7 +16,7 @@ from typing import Any
 
 from harness.errors import HarnessError
 from harness.requests import Answer, LogLikelihood, Request
-from harness.task import Doc, Task, find_local, load_hub, read_table, require
+from harness.task import Doc, Task, find_local, hub_rows, read_table, require
 from tasks.arc import multiple_choice_record
 
 LOCAL = ("hellaswag/hellaswag_val.jsonl", "hellaswag/data/hellaswag_val.jsonl")
@@ -43,13 +43,7 @@ class HellaSwag(Task):
         if local is not None:
             rows, where = read_table(local), str(local)
         else:
-            try:
-                rows = load_hub("Rowan/hellaswag", None, "validation", LOCAL[0])
-            except HarnessError as e:
-                if self.cfg.data_dir is None:
-                    raise
-                raise HarnessError(f"--data-dir {self.cfg.data_dir}: no {LOCAL[0]} there, and {e}") from None
-            where = "hub:Rowan/hellaswag/validation"
+            rows, where = hub_rows(self.cfg.data_dir, LOCAL[0], "Rowan/hellaswag", None, "validation")
         self.source_description = where
         docs = []
         for i, r in enumerate(rows):

@@ -26,8 +26,8 @@ FILES = {"validation": ("squad/dev-v1.1.json", "squad-v1.1/dev-v1.1.json", "dev-
          "train": ("squad/train-v1.1.json", "squad-v1.1/train-v1.1.json", "train-v1.1.json")}
 
 
-def read_official(path: Path) -> list[dict[str, Any]]:
-    """Flat question rows (id, title, context, question, answers: [str]) of an official SQuAD json file."""
+def _official_json(path: Path) -> dict[str, Any]:
+    """The parsed file, or a one-line error naming it: missing, not JSON, or not the official {"data": [...]} shape."""
     if not path.exists():
         raise HarnessError(f"{path}: file not found")
     try:
@@ -36,6 +36,12 @@ def read_official(path: Path) -> list[dict[str, Any]]:
         raise HarnessError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
     if not isinstance(data, dict) or not isinstance(data.get("data"), list):
         raise HarnessError(f"{path}: not an official SQuAD file (expected an object with a `data` list)")
+    return data
+
+
+def read_official(path: Path) -> list[dict[str, Any]]:
+    """Flat question rows (id, title, context, question, answers: [str]) of an official SQuAD json file."""
+    data = _official_json(path)
     rows = []
     try:
         for article in data["data"]:
@@ -50,14 +56,7 @@ def read_official(path: Path) -> list[dict[str, Any]]:
 
 def load_official_dataset(path: Path) -> tuple[list[dict[str, Any]], Any]:
     """(`data` list, `version`) of an official file, checked enough that evaluation cannot crash half way."""
-    if not path.exists():
-        raise HarnessError(f"{path}: file not found")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise HarnessError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
-    if not isinstance(data, dict) or not isinstance(data.get("data"), list):
-        raise HarnessError(f"{path}: not an official SQuAD file (expected an object with a `data` list)")
+    data = _official_json(path)
     try:
         for qa in squad_questions(data["data"]):
             if not isinstance(qa["id"], str) or not all(isinstance(a["text"], str) for a in qa["answers"]):

@@ -16,7 +16,7 @@ from typing import Any
 
 from harness.errors import HarnessError
 from harness.requests import Answer, LogLikelihood, Request
-from harness.task import Doc, Task, find_local, load_hub, read_table, require
+from harness.task import Doc, Task, find_local, hub_rows, read_table, require
 from tasks.arc import multiple_choice_record
 
 LOCAL = ("winogrande/dev.jsonl", "winogrande_1.1/dev.jsonl")
@@ -57,13 +57,7 @@ class WinoGrande(Task):
             if labels is not None:
                 rows = [{**r, "answer": r.get("answer") or lab} for r, lab in zip(rows, labels)]
         else:
-            try:
-                rows = load_hub("allenai/winogrande", "winogrande_xl", "validation", LOCAL[0])
-            except HarnessError as e:
-                if self.cfg.data_dir is None:
-                    raise
-                raise HarnessError(f"--data-dir {self.cfg.data_dir}: no {LOCAL[0]} there, and {e}") from None
-            where = "hub:allenai/winogrande/winogrande_xl/validation"
+            rows, where = hub_rows(self.cfg.data_dir, LOCAL[0], "allenai/winogrande", "winogrande_xl", "validation")
         self.source_description = where
         docs = []
         for i, r in enumerate(rows):
