@@ -326,54 +326,23 @@ def _source(spec: Spec) -> str:
     return f"hub nyu-mll/glue ({spec.config}, {spec.eval_split}); local DIR/{spec.dev_files[0]}"
 
 
-class CoLA(GlueTask):
-    name, spec, metrics = "cola", SPECS["cola"], SPECS["cola"].metrics
-    data_source = _source(SPECS["cola"])
+def _task_class(cls_name: str, name: str) -> type[GlueTask]:
+    """One registrable class per GLUE task; everything that differs between them lives in SPECS."""
+    spec = SPECS[name]
+    return type(cls_name, (GlueTask,), {"name": name, "spec": spec, "metrics": spec.metrics,
+                                        "data_source": _source(spec), "__module__": __name__})
 
 
-class SST2(GlueTask):
-    name, spec, metrics = "sst2", SPECS["sst2"], SPECS["sst2"].metrics
-    data_source = _source(SPECS["sst2"])
-
-
-class MRPC(GlueTask):
-    name, spec, metrics = "mrpc", SPECS["mrpc"], SPECS["mrpc"].metrics
-    data_source = _source(SPECS["mrpc"])
-
-
-class STSB(GlueTask):
-    name, spec, metrics = "stsb", SPECS["stsb"], SPECS["stsb"].metrics
-    data_source = _source(SPECS["stsb"])
-
-
-class QQP(GlueTask):
-    name, spec, metrics = "qqp", SPECS["qqp"], SPECS["qqp"].metrics
-    data_source = _source(SPECS["qqp"])
-
-
-class MNLI(GlueTask):
-    name, spec, metrics = "mnli", SPECS["mnli"], SPECS["mnli"].metrics
-    data_source = _source(SPECS["mnli"])
-
-
-class MNLIMismatched(GlueTask):
-    name, spec, metrics = "mnli_mismatched", SPECS["mnli_mismatched"], SPECS["mnli_mismatched"].metrics
-    data_source = _source(SPECS["mnli_mismatched"])
-
-
-class QNLI(GlueTask):
-    name, spec, metrics = "qnli", SPECS["qnli"], SPECS["qnli"].metrics
-    data_source = _source(SPECS["qnli"])
-
-
-class RTE(GlueTask):
-    name, spec, metrics = "rte", SPECS["rte"], SPECS["rte"].metrics
-    data_source = _source(SPECS["rte"])
-
-
-class WNLI(GlueTask):
-    name, spec, metrics = "wnli", SPECS["wnli"], SPECS["wnli"].metrics
-    data_source = _source(SPECS["wnli"])
+CoLA = _task_class("CoLA", "cola")
+SST2 = _task_class("SST2", "sst2")
+MRPC = _task_class("MRPC", "mrpc")
+STSB = _task_class("STSB", "stsb")
+QQP = _task_class("QQP", "qqp")
+MNLI = _task_class("MNLI", "mnli")
+MNLIMismatched = _task_class("MNLIMismatched", "mnli_mismatched")
+QNLI = _task_class("QNLI", "qnli")
+RTE = _task_class("RTE", "rte")
+WNLI = _task_class("WNLI", "wnli")
 
 
 TASK_CLASSES: dict[str, type[GlueTask]] = {c.name: c for c in (CoLA, SST2, MRPC, STSB, QQP, MNLI, MNLIMismatched,
