@@ -20,7 +20,7 @@ SHARED = ROOT.parent / "shared" / "data"
 def shared_data() -> Path:
     """../shared/data: present in CI, absent in a user's fresh clone (tests using it skip there)."""
     if not (SHARED / "MANIFEST.json").exists():
-        pytest.skip(f"real evaluation data not found at {SHARED} (present in CI; see DEVELOPERS.md)")
+        pytest.skip(f"real evaluation data not found at {SHARED} (CI puts the real splits beside the repo as ../shared/data)")
     return SHARED
 
 
