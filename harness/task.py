@@ -100,6 +100,21 @@ class Task:
 # --- data helpers shared by tasks -------------------------------------------------------
 
 
+def read_jsonl(path: Path) -> list[Any]:
+    """One JSON value per non-blank line; a bad line is a one-line error naming file and line."""
+    if not path.is_file():
+        raise HarnessError(f"{path}: file not found")
+    rows = []
+    with path.open(encoding="utf-8") as f:
+        for i, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as e:
+                    raise HarnessError(f"{path}:{i}: not valid JSON ({e.msg})") from None
+    return rows
+
+
 def read_table(path: Path) -> list[dict[str, Any]]:
     """Rows of a .jsonl, .json (list of rows), .csv, .tsv or .parquet file."""
     import csv
@@ -109,15 +124,7 @@ def read_table(path: Path) -> list[dict[str, Any]]:
     suffix = path.suffix.lower()
     try:
         if suffix == ".jsonl":
-            rows = []
-            with path.open(encoding="utf-8") as f:
-                for i, line in enumerate(f, 1):
-                    if line.strip():
-                        try:
-                            rows.append(json.loads(line))
-                        except json.JSONDecodeError as e:
-                            raise HarnessError(f"{path}:{i}: not valid JSON ({e.msg})") from None
-            return rows
+            return read_jsonl(path)
         if suffix == ".json":
             data = json.loads(path.read_text(encoding="utf-8"))
             if isinstance(data, dict) and "data" in data and isinstance(data["data"], list):

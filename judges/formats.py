@@ -11,13 +11,13 @@ The format is detected per file from its rows; model names come from the rows or
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
+from harness.task import read_jsonl as harness_read_jsonl
 from judges.ratings import Match, ScorePair
 
 WINNER_TO_OUTCOME = {"model_a": 1.0, "model_b": 0.0, "tie": 0.5}
@@ -46,20 +46,10 @@ class Judgments:
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        raise HarnessError(f"{path}: file not found")
-    rows = []
-    with path.open(encoding="utf-8") as f:
-        for i, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise HarnessError(f"{path}:{i}: not valid JSON ({e.msg})") from None
-            if not isinstance(row, dict):
-                raise HarnessError(f"{path}:{i}: expected a JSON object per line")
-            rows.append(row)
+    rows = harness_read_jsonl(path)
+    for i, row in enumerate(rows, 1):
+        if not isinstance(row, dict):
+            raise HarnessError(f"{path}: row {i}: expected a JSON object per line")
     return rows
 
 
