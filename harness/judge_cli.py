@@ -8,6 +8,7 @@ scores as a percentage of a baseline, as Markdown plus a PNG.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -40,6 +41,64 @@ LimitOpt = Annotated[int | None, typer.Option("--limit", "-l", help="Use the fir
 
 
 # --- generate ------------------------------------------------------------------------------------
+ResumeOpt = Annotated[bool, typer.Option(help="Continue an earlier (killed) run from what it recorded.")]
+OverwriteOpt = Annotated[bool, typer.Option(help="Replace earlier output instead of refusing to.")]
+
+
+def _check_rerun(resume: bool, overwrite: bool) -> None:
+    if resume and overwrite:
+        raise HarnessError("--resume and --overwrite: pass one or the other (continue, or start afresh)")
+
+
+def _check_sampling(temperature: float, top_p: float) -> None:
+    if temperature < 0:
+        raise HarnessError(f"--temperature: must be >= 0, got {temperature}")
+    if not 0 < top_p <= 1:
+        raise HarnessError(f"--top-p: must be in (0, 1], got {top_p}")
+
+
+def _variant_names(model: str, adapters: list[str], with_base: bool) -> list[str]:
+    """Answer-file names in iter_variants order (base first, then each adapter), made distinct; known before loading."""
+    from harness.models.loading import short_name
+
+    names = [short_name(model)] if with_base or not adapters else []
+    names += [Path(a).name or a for a in adapters]
+    used: set[str] = set()
+    out = []
+    for name in names:
+        while name in used:
+            name += "_"
+        used.add(name)
+        out.append(name)
+    return out
+
+
+def _answer_variant(variant: Any, name: str, qs: list[Any], store: Any, resume: bool, quiet: bool,
+                    sampling: dict[str, Any]) -> dict[str, list[str]]:
+    """Every question's replies, turn by turn (turn t sees the model's own earlier replies); each batch is stored."""
+    from harness.models.loading import model_key
+    from harness.requests import Generate
+    from harness.runner import run_requests
+
+    tok = getattr(variant.model, "tokenizer", None)
+    stop = () if getattr(tok, "chat_template", None) else ("\nUser:",)  # plain transcripts: stop at the next turn
+    replies: dict[str, list[str]] = {q.question_id: [] for q in qs}
+    for t in range(max(len(q.turns) for q in qs)):
+        reqs: dict[str, Generate] = {}
+        for q in qs:
+            if t < len(q.turns):
+                msgs: list[tuple[str, str]] = []
+                for i in range(t):
+                    msgs += [("user", q.turns[i]), ("assistant", replies[q.question_id][i])]
+                msgs.append(("user", q.turns[t]))
+                reqs[q.question_id] = Generate(prompt=tuple(msgs), stop=stop, **sampling)
+        got = run_requests(variant.model, model_key(variant.identity), list(reqs.values()), store, resume, quiet,
+                           f"{name} turn {t + 1}")
+        for qid, r in reqs.items():
+            replies[qid].append(got[r.key()][0].strip())
+    return replies
+
+
 def generate(
     model: ModelOpt,
     adapter: AdapterOpt = None,
@@ -61,48 +120,47 @@ def generate(
     batch_size: BatchOpt = 8,
     revision: RevisionOpt = None,
     trust_remote_code: TrustOpt = False,
+    resume: ResumeOpt = False,
+    overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Answer a question set with the base model and each adapter; multi-turn questions are answered turn by turn."""
-    from harness.models.loading import iter_variants, model_key, short_name
-    from harness.requests import Generate
+    """Answer a question set with the base model and each adapter; multi-turn questions are answered turn by turn.
+
+    Answers are recorded in OUTPUT_DIR/.store.sqlite batch by batch (as `harness run` does), so a killed run
+    continues with --resume; answer files already there are only replaced with --resume or --overwrite.
+    """
+    from harness.models.loading import iter_variants
     from harness.results import atomic_write_text
-    from harness.runner import run_requests
+    from harness.store import Store
     from judges.questions import answer_row, dumps, load_questions
 
     check_positive(limit, "--limit")
     check_positive(max_new_tokens, "--max-new-tokens")
+    _check_sampling(temperature, top_p)
+    _check_rerun(resume, overwrite)
+    if output_dir.exists() and not output_dir.is_dir():
+        raise HarnessError(f"--output-dir {output_dir}: not a directory")
     qs = load_questions(questions, data_dir, limit=limit)
     spec = model_spec(model, adapter, with_base, load_in_4bit, load_in_8bit, bnb_4bit_compute_dtype, dtype, device,
                       batch_size, "causal", revision, trust_remote_code)
-    used: set[str] = set()
-    for variant in iter_variants(spec):
-        name = short_name(model) if variant.adapter_path is None else variant.label
-        while name in used:
-            name += "_"
-        used.add(name)
-        tok = getattr(variant.model, "tokenizer", None)
-        stop = () if getattr(tok, "chat_template", None) else ("\nUser:",)  # plain transcripts: stop at the next turn
-        replies: dict[str, list[str]] = {q.question_id: [] for q in qs}
-        for t in range(max(len(q.turns) for q in qs)):
-            reqs: dict[str, Generate] = {}
-            for q in qs:
-                if t < len(q.turns):
-                    msgs: list[tuple[str, str]] = []
-                    for i in range(t):
-                        msgs += [("user", q.turns[i]), ("assistant", replies[q.question_id][i])]
-                    msgs.append(("user", q.turns[t]))
-                    reqs[q.question_id] = Generate(prompt=tuple(msgs), stop=stop, max_new_tokens=max_new_tokens,
-                                                   temperature=temperature, top_p=top_p, seed=seed)
-            got = run_requests(variant.model, model_key(variant.identity), list(reqs.values()), quiet=quiet,
-                               description=f"{name} turn {t + 1}")
-            for qid, r in reqs.items():
-                replies[qid].append(got[r.key()][0].strip())
-        settings = {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p, "seed": seed,
-                    "base": model, "adapter": variant.adapter_path}
-        path = output_dir / f"{name}.jsonl"
-        atomic_write_text(path, dumps([answer_row(q, name, replies[q.question_id], settings) for q in qs]))
-        print(f"{name}: {len(qs)} answers -> {path}")
+    names = _variant_names(model, spec.adapters, with_base)
+    existing = [n for n in names if (output_dir / f"{n}.jsonl").exists()]
+    if existing and not (resume or overwrite):
+        raise HarnessError(f"--output-dir {output_dir}: {existing[0]}.jsonl already exists; pass --resume to continue "
+                           "from the answers recorded there, or --overwrite to generate afresh")
+    sampling = {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p, "seed": seed}
+    store: Store | None = None
+    try:
+        for name, variant in zip(names, iter_variants(spec)):
+            store = store or Store(output_dir / ".store.sqlite")  # only once a model loaded: bad input writes nothing
+            replies = _answer_variant(variant, name, qs, store, resume, quiet, sampling)
+            settings = {**sampling, "base": model, "adapter": variant.adapter_path}
+            path = output_dir / f"{name}.jsonl"
+            atomic_write_text(path, dumps([answer_row(q, name, replies[q.question_id], settings) for q in qs]))
+            print(f"{name}: {len(qs)} answers -> {path}")
+    finally:
+        if store is not None:
+            store.close()
 
 
 # --- judge ---------------------------------------------------------------------------------------
@@ -117,7 +175,10 @@ def _answer_files(opt: list[Path] | None, arg: list[Path] | None) -> list[Path]:
     files: list[Path] = []
     for p in (opt or []) + (arg or []):
         if p.is_dir():
-            files += sorted(p.glob("*.jsonl"))
+            found = sorted(p.glob("*.jsonl"))
+            if not found:
+                raise HarnessError(f"--answers {p}: no .jsonl answers files in the directory")
+            files += found
         elif p.is_file():
             files.append(p)
         else:
@@ -145,19 +206,37 @@ def _default_cache() -> Path:
     return root / "harness" / "judge_cache.sqlite"
 
 
-def _judge(kind: str, opts: dict[str, Any]) -> None:
-    from harness.results import atomic_write_json, atomic_write_jsonl, header
-    from judges.client import DEFAULT_BASE_URL, JudgeSettings, ResponseCache
-    from judges.grading import multi_jobs, pairwise_jobs, run_jobs, single_jobs
-    from judges.questions import load_questions
+def _parse_turns(spec: str | None) -> list[int] | None:
+    if not spec:
+        return None
+    try:
+        turns = [int(t) for t in spec.split(",")]
+    except ValueError:
+        turns = []
+    if not turns or min(turns) < 1:
+        raise HarnessError(f"--turns {spec}: expected turn numbers from 1, e.g. 1 or 1,2")
+    return turns
 
+
+def _check_judge_options(opts: dict[str, Any]) -> None:
+    """Every numeric flag, before any file is read or request sent."""
     check_positive(opts["limit"], "--limit")
     check_positive(opts["max_concurrency"], "--max-concurrency")
     check_positive(opts["max_attempts"], "--max-attempts")
-    if opts["max_cost"] is not None and opts["max_cost"] <= 0:
-        raise HarnessError(f"--max-cost: must be > 0, got {opts['max_cost']}")
-    answers = _load_answers(_answer_files(opts["answers"], opts["more"]))
-    qs = load_questions(opts["questions"], opts["data_dir"], opts["reference"], limit=opts["limit"])
+    check_positive(opts["max_tokens"], "--max-tokens")
+    for flag, value, ok in (("--max-cost", opts["max_cost"], lambda v: v > 0), ("--timeout", opts["timeout"], lambda v: v > 0),
+                            ("--temperature", opts["temperature"], lambda v: v >= 0),
+                            ("--backoff", opts["backoff"], lambda v: v >= 0),
+                            ("--price-in", opts["price_in"], lambda v: v >= 0),
+                            ("--price-out", opts["price_out"], lambda v: v >= 0)):
+        if value is not None and not ok(value):
+            raise HarnessError(f"{flag}: must be {'>= 0' if ok(0) else '> 0'}, got {value}")
+    _check_rerun(opts["resume"], opts["overwrite"])
+
+
+def _settings(opts: dict[str, Any]) -> Any:
+    from judges.client import DEFAULT_BASE_URL, JudgeSettings
+
     base_url = opts["judge_base_url"] or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
     if not os.environ.get("OPENAI_API_KEY") and base_url == DEFAULT_BASE_URL:
         raise HarnessError("OPENAI_API_KEY is not set (the judge key is read from the environment only)")
@@ -166,8 +245,17 @@ def _judge(kind: str, opts: dict[str, Any]) -> None:
                              backoff_base=opts["backoff"], max_concurrency=opts["max_concurrency"],
                              price_in=opts["price_in"], price_out=opts["price_out"], max_cost=opts["max_cost"])
     settings.prices()  # fail fast on --max-cost without prices
-    turns = [int(t) for t in opts["turns"].split(",")] if opts["turns"] else None
-    common = {"reference_mode": opts["reference_mode"], "turns": turns}
+    return settings
+
+
+def _plan(kind: str, opts: dict[str, Any], settings: Any) -> tuple[list[Any], list[str], list[str]]:
+    """(jobs, skipped question ids, model names) from the answers and questions."""
+    from judges.grading import multi_jobs, pairwise_jobs, single_jobs
+    from judges.questions import load_questions
+
+    answers = _load_answers(_answer_files(opts["answers"], opts["more"]))
+    qs = load_questions(opts["questions"], opts["data_dir"], opts["reference"], limit=opts["limit"])
+    common = {"reference_mode": opts["reference_mode"], "turns": _parse_turns(opts["turns"])}
     if kind == "single":
         jobs, skipped = single_jobs(qs, answers, settings, **common)
     elif kind == "multi":
@@ -175,24 +263,110 @@ def _judge(kind: str, opts: dict[str, Any]) -> None:
     else:
         jobs, skipped = pairwise_jobs(qs, answers, settings, baseline=opts["baseline"], policy=opts["disagreement"],
                                       **common)
+    return jobs, skipped, list(answers)
+
+
+def _secrets() -> tuple[str, ...]:
+    key = os.environ.get("OPENAI_API_KEY")
+    return (key,) if key else ()
+
+
+def _dump(rows: list[dict[str, Any]]) -> str:
+    from judges.client import redact
+
+    return redact("".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in rows), _secrets())
+
+
+class _Journal:
+    """The judgments file, one line appended (and flushed) per finished judgment, so a kill -9 keeps them all.
+
+    The file is opened on the first judgment only: a run that judges nothing leaves an earlier file as it was.
+    """
+
+    def __init__(self, path: Path, append: bool) -> None:
+        self.path, self.mode = path, "a" if append else "w"
+        self.records: dict[str, dict[str, Any]] = {}
+        self._f: Any = None
+
+    def __call__(self, record: dict[str, Any]) -> None:
+        if self._f is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._f = self.path.open(self.mode, encoding="utf-8")
+        self._f.write(_dump([record]))
+        self._f.flush()
+        self.records[record["judgment_id"]] = record
+
+    def close(self) -> bool:
+        """Close; True when anything was written."""
+        if self._f is None:
+            return False
+        self._f.close()
+        return True
+
+
+def _output(kind: str, opts: dict[str, Any], jobs: list[Any]) -> tuple[Path, dict[str, dict[str, Any]], bool]:
+    """(judgments file, judgments it already holds (on --resume), whether to append to it)."""
+    from harness.results import atomic_write_text
+    from judges.grading import read_finished
+
+    out = opts["output"] or Path("judgments") / f"{kind}__{opts['judge'].replace('/', '__')}.jsonl"
+    if out.is_dir():
+        raise HarnessError(f"-o {out}: is a directory (give the judgments JSONL file)")
+    if not out.exists() or opts["overwrite"]:
+        return out, {}, False
+    if not opts["resume"]:
+        raise HarnessError(f"-o {out}: already exists; pass --resume to continue it, or --overwrite to judge afresh")
+    done, ragged = read_finished(out, jobs)
+    if ragged:  # a kill cut the last line: drop it before appending
+        atomic_write_text(out, _dump([done[j.id] for j in jobs if j.id in done]))
+    print(f"{len(done)} judgments from {out}, {len(jobs) - len(done)} to judge", file=sys.stderr)
+    return out, done, True
+
+
+def _api_error(record: dict[str, Any]) -> str:
+    """The reason a call of this judgment failed (pairwise and multi records keep one error per call or answer)."""
+    errs = record.get("errors")
+    values = list(errs.values()) if isinstance(errs, dict) else list(errs or [])
+    return next((e for e in [*values, record.get("error")] if isinstance(e, str) and e.startswith("api:")), "api: failed")
+
+
+def _judge(kind: str, opts: dict[str, Any]) -> None:
+    from harness.results import atomic_write_json, atomic_write_text, header
+    from judges.client import RemoteFailure, ResponseCache
+    from judges.grading import run_jobs
+
+    _check_judge_options(opts)
+    settings = _settings(opts)
+    jobs, skipped, models = _plan(kind, opts, settings)
+    out, done, append = _output(kind, opts, jobs)
     if skipped:
         print(f"{len(skipped)} questions skipped: not answered by every model ({', '.join(skipped[:5])}"
               f"{' ...' if len(skipped) > 5 else ''})", file=sys.stderr)
+    todo = [j for j in jobs if j.id not in done]
+    journal = _Journal(out, append)
     cache = None if opts["no_cache"] else ResponseCache(opts["cache"] or _default_cache())
     try:
-        run = run_jobs(jobs, settings, cache, quiet=opts["quiet"], skipped=skipped)
+        run = run_jobs(todo, settings, cache, quiet=opts["quiet"], skipped=skipped, on_record=journal)
     finally:
         if cache is not None:
             cache.close()
-    out = opts["output"] or Path("judgments") / f"{kind}__{opts['judge'].replace('/', '__')}.jsonl"
-    atomic_write_jsonl(out, run.records)
-    meta = {**header(), "kind": kind, "judge": settings.model, "judge_base_url": settings.base_url,
-            "temperature": settings.temperature, "max_tokens": settings.max_tokens, "planned": run.planned,
-            "done": len(run.records), "stopped": run.stopped, "usage": vars(run.usage), "models": list(answers),
-            "questions": opts["questions"]}
-    atomic_write_json(out.with_suffix(".usage.json"), meta)
-    _print_judgment_summary(kind, run.records)
-    print(f"{len(run.records)} judgments -> {out}; {run.usage.summary()}", file=sys.stderr)
+        wrote = journal.close()
+        final = [r for j in jobs if (r := journal.records.get(j.id) or done.get(j.id)) is not None]
+        if wrote or done:  # the same records in job order: a resumed run's file equals an uninterrupted one's
+            atomic_write_text(out, _dump(final))
+    if wrote or done:
+        meta = {**header(), "kind": kind, "judge": settings.model, "judge_base_url": settings.base_url,
+                "temperature": settings.temperature, "max_tokens": settings.max_tokens, "planned": len(jobs),
+                "done": len(final), "resumed": len(done), "failed": len(run.failed), "stopped": run.stopped,
+                "usage": vars(run.usage), "models": models, "questions": opts["questions"]}
+        atomic_write_json(out.with_suffix(".usage.json"), json.loads(_dump([meta])))
+    _print_judgment_summary(kind, final + run.failed)
+    if run.failed:
+        why = _api_error(run.failed[0])
+        kept = f"{len(final)} kept in {out}; pass --resume to retry the others" if final else "nothing written"
+        raise RemoteFailure(f"{len(run.failed)} of {len(jobs)} judgments failed at the judge endpoint "
+                            f"{settings.base_url} ({why}); {kept}")
+    print(f"{len(final)} judgments -> {out}; {run.usage.summary()}", file=sys.stderr)
     if run.stopped:
         raise typer.Exit(3)
 
@@ -248,6 +422,8 @@ def _judge_command(kind: str) -> Any:
         cache: Annotated[Path | None, typer.Option(help="Response cache (default ~/.cache/harness/...).")] = None,
         no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not read or write the cache.")] = False,
         output: Annotated[Path | None, typer.Option("--output", "-o", help="Judgments JSONL.")] = None,
+        resume: Annotated[bool, typer.Option(help="Continue the judgments file: judge only what it lacks.")] = False,
+        overwrite: OverwriteOpt = False,
         quiet: QuietOpt = False,
     ) -> None:
         _judge(kind, dict(locals()))

@@ -7,7 +7,12 @@
 - cost: token usage is summed and priced; once `max_cost` would be passed no new request is sent
   (BudgetExceeded), so a run stops cleanly and a re-run continues from the cache;
 - cache: sqlite keyed by judge model, base URL, messages and settings. The API key is read from
-  OPENAI_API_KEY, sent only in the Authorization header, and never hashed, logged or stored.
+  OPENAI_API_KEY, sent only in the Authorization header, and never hashed, logged or stored;
+- redaction: every text that comes back from the endpoint (error bodies, replies) has the key and any
+  bearer token cut out before it is returned, cached, printed or written (servers do echo keys in 401s).
+
+The HTTP part (`JudgeClient._send`, `redact`, `RemoteFailure`, `retry_after_seconds`) knows nothing about
+judging, so it can move into a transport module shared with an OpenAI-compatible model backend.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import sqlite3
 import time
 from dataclasses import dataclass, field
@@ -41,6 +47,30 @@ Messages = tuple[tuple[str, str], ...]
 
 class BudgetExceeded(Exception):
     """Raised instead of sending a request that could take the spend past --max-cost."""
+
+
+class RemoteFailure(HarnessError):
+    """The endpoint refused a call for good (4xx other than 429, or retries exhausted): exit 3, not a usage error."""
+
+    exit_code = 3
+
+
+# "Authorization: Bearer x", "authorization=x", "Bearer x": the value goes, whatever key was configured. A token is
+# 8+ characters with a digit, '-' or '_' in it, so prose ("the Bearer of bad news") is left alone.
+_TOKEN = r"(?=[^\s\"'\\,;}]*[\d_-])[^\s\"'\\,;}]{8,}"  # no backslash: a JSON escape stays whole
+_AUTH = re.compile(r"((?i:authorization)[\"']?\s*[:=]\s*[\"']?)(?:(?i:bearer)\s+)?" + _TOKEN)
+_BEARER = re.compile(r"((?i:bearer)\s+)" + _TOKEN)
+MIN_SECRET = 8  # shorter "keys" (test placeholders) are not secret, and cutting them would garble replies
+
+
+def redact(text: str, secrets: tuple[str, ...] = ()) -> str:
+    """`text` without the given secrets or any Authorization / bearer value (each becomes ***)."""
+    text = _AUTH.sub(lambda m: m.group(1) + "***", text)
+    text = _BEARER.sub(lambda m: m.group(1) + "***", text)
+    for secret in secrets:
+        if len(secret) >= MIN_SECRET:
+            text = text.replace(secret, "***")
+    return text
 
 
 @dataclass
@@ -154,6 +184,7 @@ class JudgeClient:
         self.cache = cache
         self.price_in, self.price_out = settings.prices()
         self._api_key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
+        self.secrets = tuple(k for k in {self._api_key, os.environ.get("OPENAI_API_KEY")} if k)
         self.usage = Usage()
         self._sem = asyncio.Semaphore(settings.max_concurrency)
         self._reserved = 0.0
@@ -262,6 +293,7 @@ class JudgeClient:
                     parsed = self._parse(resp)
                     if parsed is not None:
                         text, pt, ct = parsed
+                        text = redact(text, self.secrets)  # before it is cached, parsed or written
                         if pt == 0 and ct == 0:  # no usage reported: estimate (4 characters a token)
                             pt, ct = sum(len(c) for _, c in messages) // 4, len(text) // 4
                         self.usage.prompt_tokens += pt
@@ -273,7 +305,8 @@ class JudgeClient:
                     last = f"HTTP {resp.status_code}"
                     retry_after = retry_after_seconds(resp.headers.get("retry-after"))
                 else:  # 4xx other than 429: the request itself is wrong, retrying cannot help
-                    raise HarnessError(f"judge endpoint {url}: HTTP {resp.status_code} ({_error_message(resp)})")
+                    why = _error_message(resp, self.secrets)
+                    raise RemoteFailure(f"judge endpoint {redact(url, self.secrets)}: HTTP {resp.status_code} ({why})")
             if attempt + 1 < s.max_attempts:
                 await asyncio.sleep(self._backoff(attempt, retry_after))
         self.usage.failures += 1
@@ -295,10 +328,12 @@ class JudgeClient:
         return text, int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
 
 
-def _error_message(resp: httpx.Response) -> str:
+def _error_message(resp: httpx.Response, secrets: tuple[str, ...] = ()) -> str:
+    """The first line of the endpoint's error message, redacted before it is cut (a cut key would not match)."""
     try:
         err = resp.json().get("error", {})
         msg = err.get("message") if isinstance(err, dict) else str(err)
-    except ValueError:
+    except (ValueError, AttributeError):  # not JSON, or JSON that is not an object
         msg = resp.text
-    return (msg or "no message").strip().splitlines()[0][:200] if (msg or "").strip() else "no message"
+    msg = redact(str(msg or ""), secrets).strip()
+    return msg.splitlines()[0][:200] if msg else "no message"

@@ -6,21 +6,29 @@ twice, with the answers in both orders; when the two verdicts disagree the judgm
 verdict cannot be read, or a call that failed after its retries, is recorded with its reason and no
 score. When --max-cost stops the run, judgments not yet complete are left out (and listed as remaining);
 their finished calls are cached, so a re-run picks up where this one stopped.
+
+Every judgment has a `judgment_id`: a hash of what decides it (kind, models, question, turn, the exact
+prompts and judge settings, the disagreement policy). Records are handed to `on_record` as they finish,
+so the CLI appends them to the judgments file at once; `read_finished` reads such a file back (a line
+cut short by a kill is dropped) and a resumed run sends nothing for the judgments it holds.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import itertools
+import json
 import random
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
 from harness.progress import progress_bar
-from judges.client import BudgetExceeded, Completion, JudgeClient, JudgeSettings, ResponseCache, Usage
+from judges.client import BudgetExceeded, Completion, JudgeClient, JudgeSettings, ResponseCache, Usage, cache_key
 from judges.prompts import (
     REFERENCE_CATEGORIES,
     Turns,
@@ -38,11 +46,18 @@ POLICIES = ("tie", "separate")
 
 @dataclass
 class GradeRun:
-    records: list[dict[str, Any]]
+    records: list[dict[str, Any]]  # every finished judgment in job order, failed calls included
     usage: Usage
     planned: int
     stopped: str | None = None  # why the run stopped early (budget), else None
     skipped_questions: list[str] = field(default_factory=list)
+    failed: list[dict[str, Any]] = field(default_factory=list)  # records with a call that failed after its retries
+
+    @property
+    def kept(self) -> list[dict[str, Any]]:
+        """The records worth keeping: the judge answered every call (a reply without a verdict still counts)."""
+        bad = {r["judgment_id"] for r in self.failed}
+        return [r for r in self.records if r["judgment_id"] not in bad]
 
 
 @dataclass
@@ -50,6 +65,22 @@ class Job:
     base: dict[str, Any]
     prompts: list[tuple[tuple[str, str], ...]]
     finish: Callable[[dict[str, Any], list[Completion]], dict[str, Any]]
+    id: str = ""
+
+    def __post_init__(self) -> None:
+        self.base = {**self.base, "judgment_id": self.id} if self.id else self.base
+
+
+def judgment_id(base: dict[str, Any], prompts: list[tuple[tuple[str, str], ...]], settings: JudgeSettings,
+                *extra: str) -> str:
+    """What decides a judgment: its identity fields, each prompt's cache key (prompt + judge settings), `extra`."""
+    blob = json.dumps([base, [cache_key(settings, p) for p in prompts], list(extra)], sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+def _job(base: dict[str, Any], prompts: list[tuple[tuple[str, str], ...]], settings: JudgeSettings,
+         finish: Callable[[dict[str, Any], list[Completion]], dict[str, Any]], *extra: str) -> Job:
+    return Job(base, prompts, finish, judgment_id(base, prompts, settings, *extra))
 
 
 def wants_reference(q: Question, mode: str) -> str | None:
@@ -112,7 +143,7 @@ def single_jobs(questions: list[Question], answers: dict[str, dict[str, list[str
             ref = wants_reference(q, reference_mode)
             for m in models:
                 msgs = single_prompt(conversation(q, answers[m][q.question_id], t), ref)
-                jobs.append(Job({**_base("single", q, t, settings, ref), "model": m}, [msgs], finish))
+                jobs.append(_job({**_base("single", q, t, settings, ref), "model": m}, [msgs], settings, finish))
     return jobs, skipped
 
 
@@ -140,7 +171,7 @@ def multi_jobs(questions: list[Question], answers: dict[str, dict[str, list[str]
                 return {**rec, "scores": dict(zip(order, scores)), "errors": dict(zip(order, errs)),
                         "error": next((e for e in errs if e), None), "raw": c.text, **_meta(c)}
 
-            jobs.append(Job({**_base("multi", q, t, settings, ref), "models": order}, [msgs], finish))
+            jobs.append(_job({**_base("multi", q, t, settings, ref), "models": order}, [msgs], settings, finish))
     return jobs, skipped
 
 
@@ -191,12 +222,18 @@ def pairwise_jobs(questions: list[Question], answers: dict[str, dict[str, list[s
                 ref = wants_reference(q, reference_mode)
                 ca, cb = conversation(q, answers[a][q.question_id], t), conversation(q, answers[b][q.question_id], t)
                 prompts = [pairwise_prompt(ca, cb, ref), pairwise_prompt(cb, ca, ref)]
-                jobs.append(Job({**_base("pairwise", q, t, settings, ref), "model_a": a, "model_b": b}, prompts, finish))
+                base = {**_base("pairwise", q, t, settings, ref), "model_a": a, "model_b": b}
+                jobs.append(_job(base, prompts, settings, finish, policy))
     return jobs, skipped
 
 
-async def _run_jobs(jobs: list[Job], client: JudgeClient, quiet: bool) -> tuple[list[dict[str, Any] | None], str | None]:
+OnRecord = Callable[[dict[str, Any]], None]
+
+
+async def _run_jobs(jobs: list[Job], client: JudgeClient, quiet: bool, on_record: OnRecord | None
+                    ) -> tuple[list[dict[str, Any] | None], set[int], str | None]:
     results: list[dict[str, Any] | None] = [None] * len(jobs)
+    failed: set[int] = set()
     stop: list[str] = []
 
     with progress_bar("judging", total=len(jobs), quiet=quiet) as advance:
@@ -209,26 +246,86 @@ async def _run_jobs(jobs: list[Job], client: JudgeClient, quiet: bool) -> tuple[
                 if not stop:
                     stop.append(str(e))
                 return
-            results[i] = job.finish(dict(job.base), list(cs))
+            results[i] = rec = job.finish(dict(job.base), list(cs))
+            if any(c.text is None for c in cs):
+                failed.add(i)
+            elif on_record is not None:
+                on_record(rec)
             advance(1)
 
-        tasks: list[Awaitable[None]] = [one(i, j) for i, j in enumerate(jobs)]
-        await asyncio.gather(*tasks)
-    return results, (stop[0] if stop else None)
+        tasks = [asyncio.ensure_future(one(i, j)) for i, j in enumerate(jobs)]
+        try:
+            await asyncio.gather(*tasks)
+        except BaseException:  # a permanent refusal (or Ctrl-C): stop the other calls before the client closes
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+    return results, failed, (stop[0] if stop else None)
 
 
 def run_jobs(jobs: list[Job], settings: JudgeSettings, cache: ResponseCache | None, quiet: bool = False,
-             api_key: str | None = None, skipped: list[str] | None = None) -> GradeRun:
-    """Send every job's prompts (concurrently, cached), parse the replies, return the records in job order."""
+             api_key: str | None = None, skipped: list[str] | None = None, on_record: OnRecord | None = None
+             ) -> GradeRun:
+    """Send every job's prompts (concurrently, cached), parse the replies, return the records in job order.
 
-    async def main() -> tuple[list[dict[str, Any] | None], str | None, Usage]:
+    `on_record` gets each record the judge answered as soon as it is done (not the ones whose call failed
+    after its retries: a resumed run tries those again). A permanent refusal (RemoteFailure) propagates.
+    """
+
+    async def main() -> tuple[list[dict[str, Any] | None], set[int], str | None, Usage]:
         async with JudgeClient(settings, cache, api_key=api_key) as client:
-            res, stopped = await _run_jobs(jobs, client, quiet)
-            return res, stopped, client.usage
+            res, failed, stopped = await _run_jobs(jobs, client, quiet, on_record)
+            return res, failed, stopped, client.usage
 
-    results, stopped, usage = asyncio.run(main())
+    results, failed, stopped, usage = asyncio.run(main())
     records = [r for r in results if r is not None]
     if stopped:
-        print(f"stopped: {stopped}; {len(records)} of {len(jobs)} judgments done (re-run to continue; finished calls "
-              "are cached)", file=sys.stderr)
-    return GradeRun(records, usage, len(jobs), stopped, skipped or [])
+        print(f"stopped: {stopped}; {len(records)} of {len(jobs)} judgments done (re-run with --resume to continue; "
+              "finished calls are cached)", file=sys.stderr)
+    return GradeRun(records, usage, len(jobs), stopped, skipped or [], [r for i, r in enumerate(results)
+                                                                          if i in failed and r is not None])
+
+
+def _parse_line(path: Path, i: int, line: str) -> dict[str, Any]:
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise HarnessError(f"{path}:{i}: not valid JSON ({e.msg}); fix or delete the line, or pass --overwrite") \
+            from None
+    if not isinstance(row, dict) or not isinstance(row.get("judgment_id"), str):
+        raise HarnessError(f"{path}:{i}: not a judgment with a judgment_id (another file, or an older harness?); "
+                           "pass --overwrite to judge afresh")
+    return row
+
+
+def read_finished(path: Path, jobs: list[Job]) -> tuple[dict[str, dict[str, Any]], bool]:
+    """({judgment_id: record}, ragged) from a judgments file being resumed; `ragged` = its last line has no newline
+    (cut short by a kill, and then dropped: that judgment is simply not done), so the file must be rewritten before
+    anything is appended.
+
+    Every row must belong to `jobs`: a row judged with other answers, prompts or settings is an error, not
+    something to mix into this run's results.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise HarnessError(f"{path}: not UTF-8 text ({e.reason}); pass --overwrite to judge afresh") from None
+    lines = text.split("\n")
+    tail = lines.pop()  # "" when the file ends with a newline
+    if tail.strip():
+        try:
+            _parse_line(path, len(lines) + 1, tail)
+            lines.append(tail)  # complete, only its newline is missing
+        except HarnessError:
+            pass
+    planned = {j.id for j in jobs}
+    done: dict[str, dict[str, Any]] = {}
+    for i, line in enumerate(lines, 1):
+        if line.strip():
+            row = _parse_line(path, i, line)
+            if row["judgment_id"] not in planned:
+                raise HarnessError(f"{path}:{i}: judgment {row['judgment_id']} is not part of this run (other answers, "
+                                   "questions or judge settings); pass the same options, or --overwrite")
+            done[row["judgment_id"]] = row
+    return done, bool(tail)

@@ -9,6 +9,9 @@ Fault mode, decided by a hash of the request body so it is the same in every run
 the first `fault_attempts` attempts of a share of bodies get 429 (with Retry-After), 500, or a reply
 slower than the client's timeout; a share of bodies always get a reply without a verdict (malformed);
 and a share always get 500 (dead) to check that retries stop. Counters record every request.
+
+With `echo_auth` the server repeats the Authorization header it got, the way real endpoints quote a
+rejected key: in the 401 body ("Incorrect API key provided: Bearer sk-...") and at the end of every reply.
 """
 
 from __future__ import annotations
@@ -61,10 +64,12 @@ class JudgeServer:
 
     def __init__(self, latency: float = 0.0, p429: float = 0.0, p500: float = 0.0, pslow: float = 0.0,
                  pmalformed: float = 0.0, pdead: float = 0.0, fault_attempts: int = 1, retry_after: float = 0.01,
-                 slow_delay: float = 0.5, position_bias: bool = False, api_key: str | None = None) -> None:
+                 slow_delay: float = 0.5, position_bias: bool = False, api_key: str | None = None,
+                 echo_auth: bool = False) -> None:
         self.latency, self.p429, self.p500, self.pslow = latency, p429, p500, pslow
         self.pmalformed, self.pdead, self.fault_attempts = pmalformed, pdead, fault_attempts
         self.retry_after, self.slow_delay, self.position_bias, self.api_key = retry_after, slow_delay, position_bias, api_key
+        self.echo_auth = echo_auth
         self.lock = threading.Lock()
         self.requests = 0
         self.by_status: dict[int, int] = {}
@@ -162,8 +167,10 @@ class JudgeServer:
             self.auth_seen.add(h.headers.get("Authorization", ""))
         if not h.path.endswith("/chat/completions"):
             return self._send(h, 404, {"error": {"message": f"no route {h.path}"}})
-        if self.api_key is not None and h.headers.get("Authorization") != f"Bearer {self.api_key}":
-            return self._send(h, 401, {"error": {"message": "invalid api key"}})
+        auth = h.headers.get("Authorization", "")
+        if self.api_key is not None and auth != f"Bearer {self.api_key}":
+            echo = f": Incorrect API key provided: {auth}. Find your key at https://example.invalid" if self.echo_auth else ""
+            return self._send(h, 401, {"error": {"message": f"invalid api key{echo}", "type": "invalid_request_error"}})
         if self.latency:
             time.sleep(self.latency)
         if _unit(raw, "dead") < self.pdead:
@@ -182,6 +189,8 @@ class JudgeServer:
             text = "Both replies have merits; I will not pick one."
         else:
             text = judge_text(prompt, self.position_bias)
+        if self.echo_auth:
+            text += f"\n(request authorised with Authorization: {auth})"
         usage = {"prompt_tokens": sum(len(m["content"]) for m in req["messages"]) // 4, "completion_tokens": len(text) // 4}
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
         self._send(h, 200, {"id": "chatcmpl-" + key[:12], "object": "chat.completion", "model": req.get("model"),

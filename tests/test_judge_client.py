@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
 import time
@@ -12,12 +14,13 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from conftest import run_main
 from judge_server import JudgeServer
 
 from harness.errors import HarnessError
-from judges.client import JudgeClient, JudgeSettings, ResponseCache, cache_key
+from judges.client import JudgeClient, JudgeSettings, RemoteFailure, ResponseCache, cache_key, redact
 from judges.formats import load_judgments
-from judges.grading import pairwise_jobs, run_jobs, single_jobs
+from judges.grading import pairwise_jobs, read_finished, run_jobs, single_jobs
 from judges.questions import Question
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,6 +31,8 @@ ANSWERS = {
     "short": {str(i): [" ".join(["word"] * 3)] for i in range(12)},
     "mid": {str(i): [" ".join(["word"] * 6)] for i in range(12)},
 }
+
+DISTINCT = {m: {q: [f"{t[0]} {m} {q}"] for q, t in rows.items()} for m, rows in ANSWERS.items()}  # no two prompts alike
 
 
 def expected_winner(a: str, b: str, qid: str) -> str:
@@ -120,13 +125,23 @@ def test_max_cost_stops_cleanly_and_rerun_continues(tmp_path: Path) -> None:
         JudgeSettings("unknown-judge", max_cost=1.0).prices()
 
 
-def test_client_error_is_one_line_user_error() -> None:
+def test_client_error_is_a_permanent_remote_failure() -> None:
     with JudgeServer(api_key="right") as srv:
         s = fast_settings(srv.url)
         jobs, _ = single_jobs(QS[:1], {"long": ANSWERS["long"]}, s)
-        with pytest.raises(HarnessError, match="HTTP 401 .invalid api key"):
+        with pytest.raises(RemoteFailure, match="HTTP 401 .invalid api key") as e:
             run_jobs(jobs, s, None, quiet=True, api_key="wrong")
         assert srv.requests == 1  # a 401 is not retried
+    assert e.value.exit_code == 3 and isinstance(e.value, HarnessError)
+
+
+def test_redact_keys_and_bearer_values() -> None:
+    key = "sk-proj-" + "Xy9" * 10
+    assert redact(f"Incorrect API key provided: {key}. See docs.", (key,)) == "Incorrect API key provided: ***. See docs."
+    assert redact(f"sent authorization: Bearer {key[:-3]}zzz") == "sent authorization: ***"  # any bearer value, not only ours
+    assert redact('{"Authorization": "Bearer abc-123456789"}') == '{"Authorization": "***"}'
+    assert redact("the Bearer of bad news, unauthorised") == "the Bearer of bad news, unauthorised"  # prose stays
+    assert redact("key short", ("short",)) == "key short"  # placeholders under 8 characters are not secrets
 
 
 def test_position_bias_disagreement_policies(tmp_path: Path) -> None:
@@ -145,37 +160,163 @@ def test_position_bias_disagreement_policies(tmp_path: Path) -> None:
         assert len(matches) == n and {m.outcome for m in matches} == outcomes
 
 
-def test_cli_judge_and_tournament_never_write_the_key(tmp_path: Path) -> None:
-    key = "sk-test-" + "Zq7" * 12
+def write_inputs(tmp_path: Path, answers: dict[str, dict[str, list[str]]] = ANSWERS,
+                 questions: list[Question] = QS) -> tuple[Path, Path]:
+    """(answers directory with one FastChat file per model, questions file)."""
     ans = tmp_path / "answers"
     ans.mkdir()
-    for m, rows in ANSWERS.items():
+    for m, rows in answers.items():
         (ans / f"{m}.jsonl").write_text("".join(
             json.dumps({"question_id": int(q), "model_id": m, "choices": [{"index": 0, "turns": t}]}) + "\n"
             for q, t in rows.items()))
     qfile = tmp_path / "questions.jsonl"
-    qfile.write_text("".join(json.dumps({"question_id": int(q.question_id), "turns": list(q.turns)}) + "\n" for q in QS))
+    qfile.write_text("".join(json.dumps({"question_id": int(q.question_id), "turns": list(q.turns)}) + "\n"
+                             for q in questions))
+    return ans, qfile
+
+
+HARNESS = [sys.executable, "-m", "harness.cli"]
+
+
+def judge_cmd(kind: str, ans: Path, qfile: Path, url: str, out: Path, *extra: str) -> list[str]:
+    return HARNESS + ["judge", kind, "--answers", *map(str, sorted(ans.glob("*.jsonl"))), "--questions", str(qfile),
+                      "--judge", "test-judge", "--judge-base-url", url, "--backoff", "0.005", "-o", str(out), "--quiet",
+                      *extra]
+
+
+def assert_key_nowhere(key: str, texts: list[str], *dirs: Path) -> int:
+    """The key in no output text and no byte of any file under `dirs`; returns how many files were checked."""
+    for t in texts:
+        assert key not in t
+    files = [f for d in dirs for f in d.rglob("*") if f.is_file()]
+    for f in files:
+        assert key.encode() not in f.read_bytes(), f
+    return len(files)
+
+
+def test_cli_judge_and_tournament_never_write_the_key(tmp_path: Path) -> None:
+    key = "sk-test-" + "Zq7" * 12
+    ans, qfile = write_inputs(tmp_path)
     out = tmp_path / "out"
     env = {**os.environ, "OPENAI_API_KEY": key, "HF_HUB_OFFLINE": "1"}
-    harness = [sys.executable, "-m", "harness.cli"]
-    with JudgeServer(api_key=key, p500=0.2) as srv:
-        cmd = harness + ["judge", "pairwise", "--answers", *map(str, sorted(ans.glob("*.jsonl"))), "--questions",
-                         str(qfile), "--judge", "test-judge", "--judge-base-url", srv.url, "--backoff", "0.005",
-                         "--cache", str(out / "cache.sqlite"), "-o", str(out / "judgments.jsonl"), "--quiet"]
+    with JudgeServer(api_key=key, p500=0.2, echo_auth=True) as srv:  # every reply quotes the key back
+        cmd = judge_cmd("pairwise", ans, qfile, srv.url, out / "judgments.jsonl", "--cache", str(out / "cache.sqlite"))
         p = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT, timeout=120)
         assert p.returncode == 0, p.stderr
         assert f"Bearer {key}" in srv.auth_seen
     rows = [json.loads(x) for x in (out / "judgments.jsonl").read_text().splitlines()]
     assert len(rows) == 36 and all(r["winner"] for r in rows)
-    p = subprocess.run(harness + ["tournament", str(out / "judgments.jsonl"), "-o", str(out / "ratings.md"),
+    assert all("Authorization: ***" in raw for r in rows for raw in r["raw"])  # the echo was cut, the verdict kept
+    t = subprocess.run(HARNESS + ["tournament", str(out / "judgments.jsonl"), "-o", str(out / "ratings.md"),
                                   "--elo-rounds", "200", "--bt-rounds", "50"], env=env, capture_output=True, text=True,
                        cwd=ROOT, timeout=120)
-    assert p.returncode == 0, p.stderr
+    assert t.returncode == 0, t.stderr
     md = (out / "ratings.md").read_text()
     assert "Elo (K=4" in md and "Bradley–Terry" in md and "Win rate" in md
     assert (out / "ratings.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert md.index("| 1 | long") < md.index("short")
-    written = [f for f in out.rglob("*") if f.is_file()]
-    assert len(written) >= 5
-    for f in written:
-        assert key.encode() not in f.read_bytes(), f
+    assert assert_key_nowhere(key, [p.stdout, p.stderr, t.stdout, t.stderr], out) >= 5
+
+
+def test_401_that_echoes_the_key_is_redacted_everywhere(tmp_path: Path) -> None:
+    """Real endpoints quote a rejected key in the 401 body; it must reach no output and no file."""
+    key = "sk-live-" + "Qw3rTy" * 8
+    ans, qfile = write_inputs(tmp_path)
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    env = {**os.environ, "OPENAI_API_KEY": key, "HF_HUB_OFFLINE": "1"}
+    with JudgeServer(api_key="the-right-key-123", echo_auth=True) as srv:
+        cmd = judge_cmd("single", ans, qfile, srv.url, out / "judgments.jsonl", "--cache", str(cache / "c.sqlite"))
+        p = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT, timeout=120)
+        assert f"Bearer {key}" in srv.auth_seen  # the server did get (and echo) the key
+    assert p.returncode == 3, p.stderr
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: judge endpoint") and "HTTP 401" in lines[0]
+    assert "Incorrect API key provided: Bearer ***" in lines[0] and "Traceback" not in p.stderr
+    assert_key_nowhere(key, [p.stdout, p.stderr], out, cache, tmp_path)
+    assert key[8:20] not in p.stderr  # not even a piece of it
+
+
+def closed_port_url() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}/v1"  # nothing listens there any more
+
+
+def test_judge_exits_3_when_judgments_fail_and_keeps_the_others(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    ans, qfile = write_inputs(tmp_path, {m: ANSWERS[m] for m in ("long", "short")})
+    out = tmp_path / "out" / "j.jsonl"
+    base = ["judge", "single", "--answers", str(ans), "--questions", str(qfile), "--judge", "test-judge", "--no-cache",
+            "--backoff", "0.001", "--max-attempts", "2", "-o", str(out), "-q"]
+    code, _, err = run_main(monkeypatch, capsys, *base, "--judge-base-url", closed_port_url())
+    assert code == 3 and err.count("\n") == 1, err
+    assert "24 of 24 judgments failed" in err and "connection error" in err and "nothing written" in err
+    assert not (tmp_path / "out").exists()
+    with JudgeServer(pdead=0.25) as srv:  # a quarter of the calls always get 500: they fail, the rest are kept
+        code, _, err = run_main(monkeypatch, capsys, *base, "--judge-base-url", srv.url)
+        dead = 24 - len(out.read_text().splitlines())
+        assert code == 3 and 0 < dead < 24 and f"{dead} of 24 judgments failed" in err and "HTTP 500" in err, err
+        assert all(r["score"] is not None for r in map(json.loads, out.read_text().splitlines()))
+        srv.reset_counts()
+        code, _, err = run_main(monkeypatch, capsys, *base, "--judge-base-url", srv.url, "--resume")
+        assert code == 3 and f"{24 - dead} judgments from {out}, {dead} to judge" in err
+        assert srv.requests == dead * 2  # only the failed ones were tried again (two attempts each)
+        assert json.loads(out.with_suffix(".usage.json").read_text())["failed"] == dead
+
+
+def test_resume_sends_nothing_for_finished_judgments(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    ans, qfile = write_inputs(tmp_path, DISTINCT)
+    clean, part = tmp_path / "clean.jsonl", tmp_path / "part.jsonl"
+    with JudgeServer() as srv:
+        base = ["judge", "pairwise", "--answers", str(ans), "--questions", str(qfile), "--judge", "test-judge",
+                "--judge-base-url", srv.url, "--no-cache", "-q"]
+        assert run_main(monkeypatch, capsys, *base, "-o", str(clean))[0] == 0
+        lines = clean.read_text().splitlines(keepends=True)
+        assert len(lines) == 36 and srv.requests == 72
+        # what a kill leaves: some finished judgments, out of order, the last one cut mid-line
+        part.write_text("".join(lines[20:30] + lines[3:9]) + lines[9][:40])
+        code, _, err = run_main(monkeypatch, capsys, *base, "-o", str(part))
+        assert code == 2 and "already exists; pass --resume" in err
+        srv.reset_counts()
+        code, _, err = run_main(monkeypatch, capsys, *base, "-o", str(part), "--resume")
+        assert code == 0, err
+        assert "16 judgments from" in err and "20 to judge" in err
+        assert srv.requests == 20 * 2  # two orders per pairwise judgment, none for the 16 it had
+        assert part.read_text() == clean.read_text()  # the same records, in the same order
+        srv.reset_counts()
+        assert run_main(monkeypatch, capsys, *base, "-o", str(part), "--resume")[0] == 0 and srv.requests == 0
+        other = base[:base.index("--no-cache")] + ["--max-tokens", "99", "--no-cache", "-q", "-o", str(part), "--resume"]
+        code, _, err = run_main(monkeypatch, capsys, *other)
+        assert code == 2 and f"{part}:1: judgment" in err and "not part of this run" in err
+        assert srv.requests == 0
+
+
+def test_kill_9_mid_judging_then_resume(tmp_path: Path) -> None:
+    """`harness judge` killed part-way keeps every judgment it finished; --resume judges only the rest."""
+    ans, qfile = write_inputs(tmp_path, DISTINCT)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    with JudgeServer(latency=0.1) as srv:
+        killed, clean = tmp_path / "killed.jsonl", tmp_path / "clean.jsonl"
+        cmd = judge_cmd("single", ans, qfile, srv.url, killed, "--no-cache", "--max-concurrency", "2")
+        proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 120
+        while time.time() < deadline and proc.poll() is None and (
+                not killed.exists() or killed.read_text().count("\n") < 6):
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        rows, _ = read_finished(killed, single_jobs(QS, DISTINCT, fast_settings(srv.url, timeout=120.0,
+                                                                                 backoff_base=0.005))[0])
+        assert 6 <= len(rows) < 36, "the judge must be killed part-way"
+        assert not killed.with_suffix(".usage.json").exists()
+        srv.reset_counts()
+        p = subprocess.run(cmd + ["--resume"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert p.returncode == 0, p.stderr
+        assert f"{len(rows)} judgments from {killed}, {36 - len(rows)} to judge" in p.stderr
+        assert srv.requests == 36 - len(rows)  # nothing finished was asked again
+        p = subprocess.run(judge_cmd("single", ans, qfile, srv.url, clean, "--no-cache"), env=env, cwd=ROOT,
+                           capture_output=True, text=True, timeout=120)
+        assert p.returncode == 0, p.stderr
+    assert killed.read_text() == clean.read_text()
