@@ -85,58 +85,85 @@ def _qid(row: dict[str, Any], path: Path, i: int) -> str:
     return str(row["question_id"])
 
 
-def _num(x: Any) -> float | None:
-    return None if x is None else float(x)
+def _num(x: Any, what: str, path: Path, i: int) -> float | None:
+    """A score as a float (None stays None); anything else is a one-line error naming the row."""
+    if x is None:
+        return None
+    if isinstance(x, bool) or not isinstance(x, (int, float, str)):
+        raise HarnessError(f"{path}:{i}: {what} must be a number, got {x!r}")
+    try:
+        return float(x)
+    except ValueError:
+        raise HarnessError(f"{path}:{i}: {what} must be a number, got {x!r}") from None
 
 
-def _ours(path: Path, rows: list[dict[str, Any]]) -> Judgments:
-    out = Judgments()
-    for i, row in enumerate(rows, 1):
-        qid, kind = _qid(row, path, i), row.get("kind")
-        turn = int(row.get("turn", 1))
-        if kind == "pairwise":
-            a, b = row["model_a"], row["model_b"]
-            if row.get("policy") == "separate":
-                for v in row.get("votes", []):
-                    out.matches.append(Match(a, b, WINNER_TO_OUTCOME.get(v) if v else None, qid))
-            else:
-                w = row.get("winner")
-                out.matches.append(Match(a, b, WINNER_TO_OUTCOME.get(w) if w else None, qid))
-        elif kind == "single":
-            out.singles.append(SingleScore(row["model"], qid, turn, _num(row.get("score"))))
-        elif kind == "multi":
-            for m, sc in row.get("scores", {}).items():
-                out.singles.append(SingleScore(m, qid, turn, _num(sc)))
+def _outcome(v: Any, what: str, path: Path, i: int) -> float | None:
+    if v is None:
+        return None
+    if not isinstance(v, str) or v not in WINNER_TO_OUTCOME:
+        raise HarnessError(f"{path}:{i}: {what} must be model_a, model_b, tie or null, got {v!r}")
+    return WINNER_TO_OUTCOME[v]
+
+
+def _ours_row(out: Judgments, row: dict[str, Any], path: Path, i: int) -> None:
+    qid, kind = _qid(row, path, i), row.get("kind")
+    turn = _num(row.get("turn", 1), "turn", path, i)
+    if kind == "pairwise":
+        a, b = row["model_a"], row["model_b"]
+        if row.get("policy") == "separate":
+            votes = row.get("votes", [])
+            if not isinstance(votes, list):
+                raise HarnessError(f"{path}:{i}: votes must be a list, got {votes!r}")
+            out.matches += [Match(a, b, _outcome(v, "a vote", path, i), qid) for v in votes]
         else:
-            raise HarnessError(f"{path}:{i}: unknown judgment kind {kind!r} (expected pairwise, single or multi)")
-    return out
+            out.matches.append(Match(a, b, _outcome(row.get("winner"), "winner", path, i), qid))
+    elif kind == "single":
+        out.singles.append(SingleScore(row["model"], qid, int(turn or 1), _num(row.get("score"), "score", path, i)))
+    elif kind == "multi":
+        scores = row.get("scores", {})
+        if not isinstance(scores, dict):
+            raise HarnessError(f"{path}:{i}: scores must be an object of model -> score, got {scores!r}")
+        out.singles += [SingleScore(m, qid, int(turn or 1), _num(sc, "score", path, i)) for m, sc in scores.items()]
+    else:
+        raise HarnessError(f"{path}:{i}: unknown judgment kind {kind!r} (expected pairwise, single or multi)")
 
 
-def _fastchat(path: Path, rows: list[dict[str, Any]]) -> Judgments:
-    a, b = qlora_pair_from_name(path) if "-vs-" in path.stem else fastchat_pair_from_name(path)
+def _fastchat_row(out: Judgments, row: dict[str, Any], path: Path, i: int, a: str, b: str) -> None:
+    qid, sc = _qid(row, path, i), row["score"]
+    if not (isinstance(sc, list) and len(sc) == 2):
+        raise HarnessError(f"{path}:{i}: score must be a pair [s1, s2], got {sc!r}")
+    s1, s2 = _num(sc[0], "score", path, i), _num(sc[1], "score", path, i)
+    if s1 is None or s2 is None or s1 < 0 or s2 < 0:  # FastChat writes [-1, -1] when the review could not be parsed
+        out.matches.append(Match(a, b, None, qid))
+        return
+    out.matches.append(Match(a, b, 1.0 if s1 > s2 else (0.0 if s1 < s2 else 0.5), qid))
+    out.pairs.append(ScorePair(qid, a, b, s1, s2))
+
+
+QLORA_OUTCOMES = {1: 1.0, 2: 0.0, 3: 0.5, -1: None}
+
+
+def _qlora_row(out: Judgments, row: dict[str, Any], path: Path, i: int, a: str, b: str) -> None:
+    qid, sc = _qid(row, path, i), row["score"]
+    if isinstance(sc, bool) or not isinstance(sc, (int, float)) or sc not in QLORA_OUTCOMES:
+        raise HarnessError(f"{path}:{i}: score must be 1, 2, 3 or -1, got {sc!r}")
+    out.matches.append(Match(a, b, QLORA_OUTCOMES[int(sc)], qid))
+
+
+def _read_rows(path: Path, rows: list[dict[str, Any]], fmt: str) -> Judgments:
+    """Each row through its format's reader; a missing column is an error naming the row."""
     out = Judgments()
+    names: tuple[str, ...] = ()
+    if fmt == "fastchat-review":
+        names = qlora_pair_from_name(path) if "-vs-" in path.stem else fastchat_pair_from_name(path)
+    elif fmt == "qlora-threeclass":
+        names = qlora_pair_from_name(path)
+    reader = {"harness": _ours_row, "fastchat-review": _fastchat_row, "qlora-threeclass": _qlora_row}[fmt]
     for i, row in enumerate(rows, 1):
-        qid, sc = _qid(row, path, i), row["score"]
-        if not (isinstance(sc, list) and len(sc) == 2):
-            raise HarnessError(f"{path}:{i}: score must be a pair [s1, s2], got {sc!r}")
-        s1, s2 = float(sc[0]), float(sc[1])
-        if s1 < 0 or s2 < 0:  # FastChat writes [-1, -1] when the review could not be parsed
-            out.matches.append(Match(a, b, None, qid))
-            continue
-        out.matches.append(Match(a, b, 1.0 if s1 > s2 else (0.0 if s1 < s2 else 0.5), qid))
-        out.pairs.append(ScorePair(qid, a, b, s1, s2))
-    return out
-
-
-def _qlora(path: Path, rows: list[dict[str, Any]]) -> Judgments:
-    a, b = qlora_pair_from_name(path)
-    out = Judgments()
-    table = {1: 1.0, 2: 0.0, 3: 0.5, -1: None}
-    for i, row in enumerate(rows, 1):
-        qid, sc = _qid(row, path, i), row["score"]
-        if sc not in table:
-            raise HarnessError(f"{path}:{i}: score must be 1, 2, 3 or -1, got {sc!r}")
-        out.matches.append(Match(a, b, table[sc], qid))
+        try:
+            reader(out, row, path, i, *names)
+        except KeyError as e:
+            raise HarnessError(f"{path}:{i}: missing column {e.args[0]}") from None
     return out
 
 
@@ -160,14 +187,10 @@ def load_judgments(paths: list[Path], rename: dict[str, str] | None = None) -> J
         if not rows:
             raise HarnessError(f"{p}: no judgments in the file")
         fmt = detect(rows)
-        reader = {"harness": _ours, "fastchat-review": _fastchat, "qlora-threeclass": _qlora}.get(fmt)
-        if reader is None:
+        if fmt == "unknown":
             raise HarnessError(f"{p}: unknown judgment format (expected harness judgments, a FastChat review table or a "
                                "QLoRA ratings-gpt4 file)")
-        try:
-            part = reader(Path(p), rows)
-        except KeyError as e:
-            raise HarnessError(f"{p}: missing column {e.args[0]}") from None
+        part = _read_rows(Path(p), rows, fmt)
         part.sources[str(p)] = fmt
         out.extend(part)
     if rename:
