@@ -49,10 +49,10 @@ def train_minimal(model: str, data_dir: Path, out: Path, epochs: float, lr: floa
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from harness.task import TaskConfig
+    from harness.task import ModelInfo, TaskConfig
     from tasks.glue import SST2
 
-    examples = SST2(TaskConfig(data_dir=data_dir, model_kind="seq-cls")).train_examples(TRAIN_SPLIT)
+    examples = SST2(TaskConfig(data_dir=data_dir)).train_examples(TRAIN_SPLIT, ModelInfo("seq-cls"))
     torch.manual_seed(0)
     tok = AutoTokenizer.from_pretrained(model)
     hf = AutoModelForSequenceClassification.from_pretrained(model, num_labels=2)

@@ -75,7 +75,8 @@ def run(
     trust_remote_code: TrustOpt = False,
     num_labels: Annotated[int | None, typer.Option(help="Classifier head size when no adapter sets it.")] = None,
     limit: Annotated[int | None, typer.Option("--limit", "-l", help="Evaluate the first N rows.")] = None,
-    num_fewshot: Annotated[int, typer.Option("--num-fewshot", "-k", help="Exemplars in the prompt.")] = 0,
+    num_fewshot: Annotated[int | None, typer.Option(
+        "--num-fewshot", "-k", help="Exemplars in the prompt (default: zero-shot; an lm-eval task's own default).")] = None,
     seed: Annotated[int, typer.Option(help="Seed for few-shot choice and sampling.")] = 1234,
     max_new_tokens: Annotated[int | None, typer.Option(help="Generation budget (task default if unset).")] = None,
     samples: Annotated[int, typer.Option("--samples", "-n", help="Samples per prompt (pass@k, maj@n).")] = 1,
@@ -92,6 +93,7 @@ def run(
     prompt_template: Annotated[Path | None, typer.Option(
         help="Replace the task prompt (e.g. math_verify); same as --task-option prompt_template=FILE.")] = None,
     resume: Annotated[bool, typer.Option(help="Reuse answers recorded by an earlier (killed) run.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing --run-name directory.")] = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Evaluate a base model and each of its adapters on tasks; write results/<run>/results.json."""
@@ -100,18 +102,16 @@ def run(
     from harness.registry import parse_task_list
     from harness.task import TaskConfig
 
-    check_positive(limit, "--limit")
-    check_positive(samples, "--samples")
-    check_positive(num_fewshot, "--num-fewshot", allow_zero=True)
-    check_positive(max_new_tokens, "--max-new-tokens")
-    if samples > 1 and temperature == 0:
-        raise HarnessError("--samples > 1 needs --temperature > 0 (greedy samples would all be identical)")
     if data_dir is not None and not data_dir.is_dir():
         raise HarnessError(f"--data-dir {data_dir}: not a directory")
+    if output_dir.exists() and not output_dir.is_dir():
+        raise HarnessError(f"--output-dir {output_dir}: exists and is not a directory")
+    if resume and overwrite:
+        raise HarnessError("--resume and --overwrite exclude each other (resume keeps the answers, overwrite replaces)")
     cfg = TaskConfig(num_fewshot=num_fewshot, seed=seed, limit=limit, data_dir=data_dir, chat_template=chat_template,
                      max_new_tokens=max_new_tokens, samples=samples, temperature=temperature, top_p=top_p,
                      num_beams=num_beams, length_penalty=length_penalty, no_repeat_ngram_size=no_repeat_ngram_size,
-                     options=parse_options(task_option))
+                     options=parse_options(task_option)).validate()
     if prompt_template is not None:
         if not prompt_template.is_file():
             raise HarnessError(f"--prompt-template {prompt_template}: file not found")
@@ -120,7 +120,7 @@ def run(
         model=model_spec(model, adapter, with_base, load_in_4bit, load_in_8bit, bnb_4bit_compute_dtype, dtype, device,
                          batch_size, model_kind, revision, trust_remote_code, num_labels),
         tasks=parse_task_list(tasks), task_cfg=cfg, output_dir=output_dir, run_name=run_name, resume=resume,
-        quiet=quiet)
+        overwrite=overwrite, quiet=quiet)
     for path in do_run(spec, argv=sys.argv):
         _print_summary(path)
 
@@ -194,6 +194,24 @@ def _register_commands() -> None:
         importlib.import_module(name).register(app)
 
 
+# Warnings known to be noise for a harness user (message regexes); anything else is shown.
+NOISE = (
+    r".*TypedStorage is deprecated.*",
+    r".*`torch_dtype` is deprecated.*",
+    r".*MatMul8bitLt: inputs will be cast.*",
+)
+
+
+def redact(text: str) -> str:
+    """Secrets from the environment (API keys) never reach the terminal, even when a server echoes them."""
+    import os
+
+    for name, value in os.environ.items():
+        if value and len(value) >= 8 and any(s in name.upper() for s in ("KEY", "TOKEN", "SECRET", "PASSWORD")):
+            text = text.replace(value, "***")
+    return text
+
+
 def main() -> None:
     """Console entry point: HarnessError -> one line on stderr, exit 2."""
     import logging
@@ -201,10 +219,10 @@ def main() -> None:
     import warnings
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    # Library chatter (optional kernels, deprecations) is not the user's business; errors still show.
+    # Known library chatter that says nothing about the user's run; every other warning still shows.
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
-    for category in (FutureWarning, DeprecationWarning, UserWarning):
-        warnings.filterwarnings("ignore", category=category)
+    for pattern in NOISE:
+        warnings.filterwarnings("ignore", message=pattern)
     try:
         from transformers.utils import logging as hf_logging
 
@@ -214,22 +232,15 @@ def main() -> None:
         pass
     _register_commands()
     try:
-        app(standalone_mode=False)
+        # Standalone mode: typer itself turns usage errors (unknown flag or command, missing option, a value of the
+        # wrong type) into its usage message and exit 2, with whichever click it ships.
+        app(prog_name="harness")
     except HarnessError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {redact(str(e))}", file=sys.stderr)
         sys.exit(e.exit_code)
-    except typer.Abort:
-        print("aborted", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
         sys.exit(130)
-    except SystemExit:
-        raise
-    except Exception as e:  # click usage errors arrive here with standalone_mode=False
-        import click
-
-        if isinstance(e, click.exceptions.ClickException):
-            e.show()
-            sys.exit(2)
-        raise
 
 
 if __name__ == "__main__":

@@ -6,22 +6,35 @@ in the store as its batch finishes, so `--resume` after a crash recomputes nothi
 
 from __future__ import annotations
 
+import json
+import secrets
+import shutil
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from harness.data import rows_hash
 from harness.errors import HarnessError
 from harness.metrics.stats import Metric
-from harness.models.loading import ModelSpec, Variant, iter_variants, model_key, read_adapter_config, short_name
+from harness.models.loading import (
+    ModelSpec,
+    Variant,
+    iter_variants,
+    model_key,
+    read_adapter_config,
+    short_name,
+    variant_labels,
+)
 from harness.registry import make_tasks
 from harness.requests import Generate, LogLikelihood, Request
 from harness.results import atomic_write_json, atomic_write_jsonl, header
 from harness.runner import run_requests
 from harness.store import Store
-from harness.task import Doc, Task, TaskConfig, rows_hash
+from harness.task import Doc, ModelInfo, Task, TaskConfig, check_options
 
 
 @dataclass
@@ -32,6 +45,7 @@ class RunSpec:
     output_dir: Path = Path("results")
     run_name: str | None = None
     resume: bool = False
+    overwrite: bool = False
     quiet: bool = False
 
 
@@ -41,18 +55,58 @@ def log(msg: str, quiet: bool) -> None:
 
 
 def load_tasks(names: list[str], cfg: TaskConfig) -> list[tuple[Task, list[Doc], str]]:
-    """Every task with its (limited) docs and the hash of all its rows; data errors surface before any model loads."""
+    """Every task with its (limited) docs and the hash of all its rows; option and data errors surface before any
+    model loads."""
+    tasks = [t for name in names for t in make_tasks(name, cfg)]
+    check_options(tasks, cfg.options)
+    for task in tasks:
+        if cfg.samples > 1 and not task.sampling:
+            raise HarnessError(f"--samples {cfg.samples}: task {task.name} scores one output per prompt "
+                               "(pass@k and maj@n are for tasks such as gsm8k)")
+        task.check()
     out = []
-    for name in names:
-        for task in make_tasks(name, cfg):
-            docs = task.docs()
-            if not docs:
-                raise HarnessError(f"task {task.name}: the dataset has no rows")
-            data_hash = rows_hash(docs)
-            if cfg.limit is not None:
-                docs = docs[: cfg.limit]
-            out.append((task, docs, data_hash))
+    for task in tasks:
+        docs = task.docs()
+        if not docs:
+            raise HarnessError(f"task {task.name}: {task.source_description or 'the dataset'} has no rows")
+        data_hash = rows_hash(docs)
+        if cfg.limit is not None:
+            docs = docs[: cfg.limit]
+        out.append((task, docs, data_hash))
     return out
+
+
+GENERATION_FIELDS = ("max_new_tokens", "temperature", "top_p", "n", "seed", "num_beams", "length_penalty",
+                     "no_repeat_ngram_size", "stop")
+
+
+def generation_used(reqs: list[Request]) -> dict[str, Any] | None:
+    """The generation settings the task's requests actually carry (each field: one value, or every distinct one)."""
+    gens = [r for r in reqs if isinstance(r, Generate)]
+    if not gens:
+        return None
+    out: dict[str, Any] = {}
+    for f in GENERATION_FIELDS:
+        values = sorted({json.dumps(getattr(g, f)) for g in gens})
+        decoded = [json.loads(v) for v in values]
+        out[f] = decoded[0] if len(decoded) == 1 else decoded
+    return out
+
+
+def check_honoured(cfg: TaskConfig, loaded: list[tuple[Task, list[Doc], str]], model: ModelInfo) -> None:
+    """Flags no task of the run can use are errors, not silence: few-shot, and generation flags without generation."""
+    for task, _, _ in loaded:
+        if cfg.fewshot > 0 and not task.supports_fewshot(model):
+            raise HarnessError(f"--num-fewshot {cfg.fewshot}: task {task.name} has no few-shot prompt for a {model.kind} "
+                               "model (use --num-fewshot 0)")
+    defaults = TaskConfig()
+    given = [flag for flag, field in (("--num-beams", "num_beams"), ("--length-penalty", "length_penalty"),
+                                      ("--no-repeat-ngram-size", "no_repeat_ngram_size"), ("--max-new-tokens", "max_new_tokens"),
+                                      ("--temperature", "temperature"), ("--top-p", "top_p"))
+             if getattr(cfg, field) != getattr(defaults, field)]
+    if given and not any(isinstance(r, Generate) for t, docs, _ in loaded for d in docs[:1] for r in t.requests(d, model)):
+        names = ", ".join(t.name for t, _, _ in loaded)
+        raise HarnessError(f"{', '.join(given)}: no task of this run ({names}) generates text, so nothing would use it")
 
 
 def request_prompt(reqs: list[Request]) -> Any:
@@ -74,29 +128,32 @@ def evaluate_task(variant: Variant, task: Task, docs: list[Doc], data_hash: str,
                   resume: bool, quiet: bool) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Score one task on one model variant: (the task's results entry, per-sample records)."""
     t0 = time.time()
-    per_doc = [task.requests(d) for d in docs]
+    model = ModelInfo(variant.identity.get("kind", "causal"))
+    per_doc = [task.requests(d, model) for d in docs]
     flat = [r for reqs in per_doc for r in reqs]
     answers = run_requests(variant.model, model_key(variant.identity), flat, store, resume, quiet,
                            description=f"{variant.label} · {task.name}")
     samples = []
     for d, reqs in zip(docs, per_doc):
-        rec = task.score(d, [answers[r.key()] for r in reqs])
+        rec = task.score(d, [answers[r.key()] for r in reqs], model)
         if "prompt" not in rec and reqs:
             rec["prompt"] = request_prompt(reqs)
         samples.append({"doc_id": d["id"], **rec})
     agg = task.aggregate(samples)
     metrics = {k: v.to_json() for k, v in agg.items() if isinstance(v, Metric)}
     details = {k: v for k, v in agg.items() if not isinstance(v, Metric)}
+    kinds = sorted({r.kind for r in flat})
     entry: dict[str, Any] = {
         "version": task.version,
-        "output_type": task.output_type,
+        "output_type": "|".join(kinds) or task.output_type,
         "config_hash": task.cfg.hash(),
         "data": {"source": task.source_description or task.data_source, "hash": data_hash},
         "n": len(docs),
         "metrics": metrics,
         "higher_is_better": task.higher_is_better,
         "seed": task.cfg.seed,
-        "num_fewshot": task.cfg.num_fewshot,
+        "num_fewshot": task.fewshot_used(),
+        "generation": generation_used(flat),
         "wall_time_s": round(time.time() - t0, 3),
     }
     if details:
@@ -104,21 +161,64 @@ def evaluate_task(variant: Variant, task: Task, docs: list[Doc], data_hash: str,
     return entry, samples
 
 
+def plan_run_dirs(spec: RunSpec) -> dict[str, Path]:
+    """{variant label: its run directory}. A default name is unique (timestamp + random suffix); an existing
+    directory is an error unless --resume or --overwrite, so no results are ever silently replaced."""
+    out = spec.output_dir
+    if out.exists() and not out.is_dir():
+        raise HarnessError(f"--output-dir {out}: exists and is not a directory")
+    labels = variant_labels(spec.model)
+    for _ in range(100):
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+        base = spec.run_name or f"{short_name(spec.model.model)}-{stamp}-{secrets.token_hex(2)}"
+        dirs = {lab: out / (base if len(labels) == 1 else f"{base}__{lab}") for lab in labels}
+        taken = [d for d in dirs.values() if d.exists()]
+        if not taken:
+            return dirs
+        if spec.run_name is not None:
+            if spec.resume or spec.overwrite:
+                return dirs
+            raise HarnessError(f"--run-name {spec.run_name}: {taken[0]} already exists; pass --overwrite to replace it, "
+                               "--resume to continue it, or another --run-name")
+    raise RuntimeError("could not find a free run directory name")
+
+
+def write_run_dir(run_dir: Path, results: dict[str, Any], samples: dict[str, list[dict[str, Any]]]) -> Path:
+    """Write results.json and samples/ into a fresh directory, then move it into place in one rename, so a run
+    directory is always whole; an existing one (--overwrite, --resume) is replaced only after the new one is ready."""
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=run_dir.parent, prefix=f".{run_dir.name}.", suffix=".tmp"))
+    try:
+        for name, rows in samples.items():
+            atomic_write_jsonl(tmp / "samples" / f"{name.replace('/', '_')}.jsonl", rows)
+        atomic_write_json(tmp / "results.json", results)
+        old = None
+        if run_dir.exists():
+            old = run_dir.with_name(f".{run_dir.name}.{secrets.token_hex(4)}.old")
+            run_dir.rename(old)
+        tmp.rename(run_dir)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return run_dir / "results.json"
+
+
 def run(spec: RunSpec, argv: list[str] | None = None) -> list[Path]:
     """Evaluate every variant on every task; returns the results.json paths written."""
     for a in spec.model.adapters:
         read_adapter_config(a)  # flags first: a wrong --adapter should not wait for data loading
+    run_dirs = plan_run_dirs(spec)
     loaded = load_tasks(spec.tasks, spec.task_cfg)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-    base_name = spec.run_name or f"{short_name(spec.model.model)}-{stamp}"
-    store = Store(spec.output_dir / ".store.sqlite")
+    store: Store | None = None
     written: list[Path] = []
-    n_variants = len(spec.model.adapters) + (1 if spec.model.with_base or not spec.model.adapters else 0)
     try:
         for variant in iter_variants(spec.model):
-            for task, _, _ in loaded:
-                task.cfg.model_kind = variant.identity.get("kind", "causal")
-            run_dir = spec.output_dir / (base_name if n_variants == 1 else f"{base_name}__{variant.label}")
+            if store is None:  # opened once the model has loaded: a failed load leaves no empty store behind
+                check_honoured(spec.task_cfg, loaded, ModelInfo(variant.identity.get("kind", "causal")))
+                store = Store.open(spec.output_dir / ".store.sqlite", spec.resume)
+            run_dir = run_dirs[variant.label]
             log(f"evaluating {variant.label} -> {run_dir}", spec.quiet)
             tasks_out: dict[str, Any] = {}
             all_samples: dict[str, list[dict[str, Any]]] = {}
@@ -126,8 +226,6 @@ def run(spec: RunSpec, argv: list[str] | None = None) -> list[Path]:
                 entry, samples = evaluate_task(variant, task, docs, data_hash, store, spec.resume, spec.quiet)
                 tasks_out[task.name] = entry
                 all_samples[task.name] = samples
-            for name, samples in all_samples.items():
-                atomic_write_jsonl(run_dir / "samples" / f"{name}.jsonl", samples)
             ident = {k: v for k, v in variant.identity.items()}
             ident["device"] = spec.model.device
             results = {
@@ -140,10 +238,10 @@ def run(spec: RunSpec, argv: list[str] | None = None) -> list[Path]:
                         "samples": spec.task_cfg.samples, "temperature": spec.task_cfg.temperature},
                 "tasks": tasks_out,
             }
-            path = run_dir / "results.json"
-            atomic_write_json(path, results)
+            path = write_run_dir(run_dir, results, all_samples)
             written.append(path)
             log(f"wrote {path}", spec.quiet)
     finally:
-        store.close()
+        if store is not None:
+            store.close()
     return written

@@ -24,19 +24,20 @@ def task_names() -> list[str]:
     return sorted(_entry_points())
 
 
-def _load(name: str) -> Any:
+def _load(name: str, flag: str) -> Any:
     eps = _entry_points()
     if name in eps:
         return eps[name].load()
     if ":" in name and name.split(":", 1)[0] + ":" in eps:
         return eps[name.split(":", 1)[0] + ":"].load()
     known = ", ".join(n for n in sorted(eps) if not n.endswith(":"))
-    raise HarnessError(f"--tasks: unknown task {name!r} (known: {known}; see `harness tasks`)")
+    raise HarnessError(f"{flag}: unknown task {name!r} (known: {known}; see `harness tasks`)")
 
 
-def make_tasks(name: str, cfg: TaskConfig) -> list[Task]:
-    """The task(s) registered as `name`, configured by cfg (a group expands to its members)."""
-    factory = _load(name)
+def make_tasks(name: str, cfg: TaskConfig, flag: str = "--tasks") -> list[Task]:
+    """The task(s) registered as `name`, configured by cfg (a group expands to its members); `flag` names the
+    option the name came from, for the error."""
+    factory = _load(name, flag)
     made = factory(cfg, name) if ":" in name and name.split(":", 1)[0] + ":" in _entry_points() else factory(cfg)
     return made if isinstance(made, list) else [made]
 

@@ -12,10 +12,22 @@ import sqlite3
 from collections.abc import Iterable
 from pathlib import Path
 
+from harness.errors import HarnessError
 from harness.requests import Answer, answer_from_json, answer_to_json
 
 
 class Store:
+    @classmethod
+    def open(cls, path: Path, resume: bool = False) -> Store:
+        """The store at `path`; one that is not a readable answer store is a one-line error naming it."""
+        try:
+            store = cls(path)
+            store.db.execute("SELECT model, key, kind, answer FROM answers LIMIT 1").fetchall()
+            return store
+        except sqlite3.DatabaseError as e:
+            hint = "delete it to start fresh (its answers are lost), or pass another --output-dir"
+            raise HarnessError(f"{path}: not a readable answer store ({e}); {hint}") from None
+
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
@@ -44,9 +56,6 @@ class Store:
             [(model, k, kind, json.dumps(answer_to_json(a))) for k, kind, a in items],
         )
         self.db.commit()
-
-    def count(self, model: str) -> int:
-        return self.db.execute("SELECT COUNT(*) FROM answers WHERE model=?", [model]).fetchone()[0]
 
     def close(self) -> None:
         self.db.close()

@@ -10,22 +10,37 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
 from harness.errors import HarnessError
 from harness.metrics.stats import Metric, mean_stderr
-from harness.requests import Answer, Request
+from harness.requests import Answer, Generate, Request
 
 Doc = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a task may know about the model it is asked of: its kind (causal, seq-cls or image).
+
+    Passed to `requests`, `score` and `train_examples` by whoever holds the model, so a task never has to
+    guess or be told through mutable state.
+    """
+
+    kind: str = "causal"
+
+
+CAUSAL = ModelInfo("causal")
 
 
 @dataclass
 class TaskConfig:
     """Options every task understands; task-specific ones go in `options` (`--task-option k=v`)."""
 
-    num_fewshot: int = 0
+    num_fewshot: int | None = None  # None: the task's default (0 for harness tasks; an lm-eval task's own)
     seed: int = 1234
     limit: int | None = None
     data_dir: Path | None = None
@@ -37,7 +52,6 @@ class TaskConfig:
     num_beams: int = 1
     length_penalty: float = 1.0
     no_repeat_ngram_size: int = 0
-    model_kind: str = "causal"  # set by the evaluator once the model is loaded: causal | seq-cls | image
     options: dict[str, str] = field(default_factory=dict)
 
     def hash(self) -> str:
@@ -45,6 +59,49 @@ class TaskConfig:
         d["data_dir"] = None  # where the data lives does not change what is asked
         d["limit"] = None
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    @property
+    def fewshot(self) -> int:
+        """The number of exemplars a harness task uses (unset = zero-shot)."""
+        return self.num_fewshot or 0
+
+    def validate(self) -> TaskConfig:
+        """Impossible values are one-line errors naming the flag (checked before any data or model loads)."""
+        checks = [
+            (self.num_fewshot is not None and self.num_fewshot < 0, "--num-fewshot", "must be >= 0", self.num_fewshot),
+            (self.limit is not None and self.limit <= 0, "--limit", "must be > 0", self.limit),
+            (self.max_new_tokens is not None and self.max_new_tokens <= 0, "--max-new-tokens", "must be > 0",
+             self.max_new_tokens),
+            (self.samples < 1, "--samples", "must be > 0", self.samples),
+            (not math.isfinite(self.temperature) or self.temperature < 0, "--temperature", "must be >= 0 (0 = greedy)",
+             self.temperature),
+            (not math.isfinite(self.top_p) or not 0 < self.top_p <= 1, "--top-p", "must be in (0, 1]", self.top_p),
+            (self.num_beams < 1, "--num-beams", "must be >= 1", self.num_beams),
+            (not math.isfinite(self.length_penalty), "--length-penalty", "must be a finite number", self.length_penalty),
+            (self.no_repeat_ngram_size < 0, "--no-repeat-ngram-size", "must be >= 0", self.no_repeat_ngram_size),
+        ]
+        for bad, flag, rule, value in checks:
+            if bad:
+                raise HarnessError(f"{flag}: {rule}, got {value}")
+        if self.samples > 1 and self.temperature == 0:
+            raise HarnessError("--samples > 1 needs --temperature > 0 (greedy samples would all be identical)")
+        if self.num_beams > 1 and self.temperature > 0:
+            raise HarnessError("--num-beams > 1 with --temperature > 0: beam search is deterministic; give one of them")
+        if self.num_beams > 1 and self.samples > 1:
+            raise HarnessError("--num-beams > 1 with --samples > 1: sampled pass@k needs --temperature, not beams")
+        return self
+
+
+def generate_request(cfg: TaskConfig, prompt: str | tuple[tuple[str, str], ...], stop: tuple[str, ...] = (),
+                     max_new_tokens: int = 256) -> Generate:
+    """The one way a task builds a Generate request: every generation flag of the run is applied here.
+
+    `max_new_tokens` is the task's default budget; `--max-new-tokens` overrides it.
+    """
+    return Generate(prompt=prompt, stop=tuple(stop), max_new_tokens=cfg.max_new_tokens or max_new_tokens,
+                    temperature=cfg.temperature, top_p=cfg.top_p, n=cfg.samples, seed=cfg.seed,
+                    num_beams=cfg.num_beams, length_penalty=cfg.length_penalty,
+                    no_repeat_ngram_size=cfg.no_repeat_ngram_size)
 
 
 class Task:
@@ -56,6 +113,9 @@ class Task:
     metrics: ClassVar[tuple[str, ...]]
     data_source: ClassVar[str] = ""  # human-readable: hub id and local layout
     higher_is_better: ClassVar[bool] = True
+    # --task-option keys this task reads ({key: what it does}); any other key is an error, not silence.
+    option_keys: ClassVar[dict[str, str]] = {}
+    sampling: ClassVar[bool] = False  # scores several samples per prompt (--samples n: pass@k, maj@n)
 
     def __init__(self, cfg: TaskConfig | None = None) -> None:
         self.cfg = cfg or TaskConfig()
@@ -66,11 +126,27 @@ class Task:
         """Every evaluation row, each with a unique string `id`. --limit is applied by the caller."""
         raise NotImplementedError
 
+    def check(self) -> None:
+        """Reject option values this task cannot use, before any data or model loads (default: nothing to check)."""
+
+    def option(self, key: str, default: str | None = None) -> str | None:
+        """A --task-option value: `TASK.key=` (when several tasks share a run) wins over plain `key=`."""
+        o = self.cfg.options
+        return o.get(f"{self.name}.{key}", o.get(key, default))
+
     # --- requests and scoring ---------------------------------------------------------
-    def requests(self, doc: Doc) -> list[Request]:
+    def supports_fewshot(self, model: ModelInfo) -> bool:
+        """Whether --num-fewshot k > 0 means something for this task on this kind of model (else: an error)."""
+        return False
+
+    def fewshot_used(self) -> int | dict[str, int]:
+        """The number of exemplars the prompts actually hold, for results.json."""
+        return self.cfg.fewshot
+
+    def requests(self, doc: Doc, model: ModelInfo = CAUSAL) -> list[Request]:
         raise NotImplementedError
 
-    def score(self, doc: Doc, answers: list[Answer]) -> dict[str, Any]:
+    def score(self, doc: Doc, answers: list[Answer], model: ModelInfo = CAUSAL) -> dict[str, Any]:
         """Per-sample record: {"metrics": {name: float}, and anything worth keeping in samples/*.jsonl}."""
         raise NotImplementedError
 
@@ -80,7 +156,7 @@ class Task:
         return {m: mean_stderr([s["metrics"][m] for s in samples]) for m in names}
 
     # --- training ---------------------------------------------------------------------
-    def train_examples(self, split: str = "train") -> list[dict[str, Any]]:
+    def train_examples(self, split: str = "train", model: ModelInfo = CAUSAL) -> list[dict[str, Any]]:
         """Examples for the trainer, built by the same prompt code as evaluation.
 
         Causal tasks return {"prompt": str, "target": str}; classifiers {"inputs": tuple, "label": int|float}.
@@ -97,99 +173,21 @@ class Task:
         }
 
 
-# --- data helpers shared by tasks -------------------------------------------------------
-
-
-def read_jsonl(path: Path) -> list[Any]:
-    """One JSON value per non-blank line; a bad line is a one-line error naming file and line."""
-    if not path.is_file():
-        raise HarnessError(f"{path}: file not found")
-    rows = []
-    with path.open(encoding="utf-8") as f:
-        for i, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise HarnessError(f"{path}:{i}: not valid JSON ({e.msg})") from None
-    return rows
-
-
-def read_table(path: Path) -> list[dict[str, Any]]:
-    """Rows of a .jsonl, .json (list of rows), .csv, .tsv or .parquet file."""
-    import csv
-
-    if not path.exists():
-        raise HarnessError(f"{path}: file not found")
-    suffix = path.suffix.lower()
-    try:
-        if suffix == ".jsonl":
-            return read_jsonl(path)
-        if suffix == ".json":
-            data = json.loads(path.read_text(encoding="utf-8"))
-            if isinstance(data, dict) and "data" in data and isinstance(data["data"], list):
-                return data["data"]
-            if not isinstance(data, list):
-                raise HarnessError(f"{path}: expected a JSON list of rows")
-            return data
-        if suffix in (".csv", ".tsv"):
-            with path.open(encoding="utf-8", newline="") as f:
-                return list(csv.DictReader(f, delimiter="\t" if suffix == ".tsv" else ","))
-        if suffix == ".parquet":
-            import pyarrow.parquet as pq
-
-            return pq.read_table(path).to_pylist()
-    except UnicodeDecodeError as e:
-        raise HarnessError(f"{path}: not UTF-8 text ({e.reason})") from None
-    raise HarnessError(f"{path}: unsupported file type {suffix!r} (use .jsonl, .json, .csv, .tsv or .parquet)")
-
-
-def find_local(data_dir: Path | None, *candidates: str) -> Path | None:
-    """The first existing `data_dir/candidate`, or None. Candidates are official layouts."""
-    if data_dir is None:
-        return None
-    for c in candidates:
-        p = Path(data_dir) / c
-        if p.exists():
-            return p
-    return None
-
-
-def load_hub(path: str, name: str | None, split: str, local_hint: str) -> list[dict[str, Any]]:
-    """Rows of a hub dataset split; offline or missing gives one line naming it and the local layout."""
-    try:
-        import datasets
-
-        ds = datasets.load_dataset(path, name, split=split)
-    except Exception as e:  # noqa: BLE001 - any failure here means "could not get the data"
-        what = f"{path}" + (f" (config {name})" if name else "") + f" split {split}"
-        reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
-        raise HarnessError(
-            f"could not load dataset {what} from the hub ({reason}); "
-            f"for a local copy pass --data-dir DIR with {local_hint}"
-        ) from None
-    return [dict(r) for r in ds]
-
-
-def hub_rows(data_dir: Path | None, local_hint: str, path: str, name: str | None, split: str
-             ) -> tuple[list[dict[str, Any]], str]:
-    """(rows, where) from the hub when no local file was found; with --data-dir given, the error says that too."""
-    try:
-        rows = load_hub(path, name, split, local_hint)
-    except HarnessError as e:
-        if data_dir is None:
-            raise
-        raise HarnessError(f"--data-dir {data_dir}: no {local_hint} there, and {e}") from None
-    return rows, f"hub:{path}/" + (f"{name}/" if name else "") + split
-
-
-def rows_hash(rows: list[Any]) -> str:
-    blob = json.dumps(rows, sort_keys=True, ensure_ascii=False, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
-
-
-def require(row: dict[str, Any], columns: tuple[str, ...], where: str) -> None:
-    """One-line error naming the row when a column is missing."""
-    missing = [c for c in columns if c not in row or row[c] is None]
-    if missing:
-        raise HarnessError(f"{where}: missing column {', '.join(missing)}")
+def check_options(tasks: list[Task], options: dict[str, str]) -> None:
+    """Every --task-option key must be read by some task of the run (plain `key` or `TASK.key`)."""
+    accepted: dict[str, set[str]] = {}
+    for t in tasks:
+        for k in t.option_keys:
+            accepted.setdefault(k, set()).add(t.name)
+    for key in options:
+        task, _, plain = key.rpartition(".")
+        if task and any(t.name == task for t in tasks):
+            if plain in next(t for t in tasks if t.name == task).option_keys:
+                continue
+            known = ", ".join(sorted(next(t for t in tasks if t.name == task).option_keys)) or "none"
+            raise HarnessError(f"--task-option {key}: task {task} has no option {plain!r} (its options: {known})")
+        if key in accepted:
+            continue
+        names = ", ".join(t.name for t in tasks)
+        known = ", ".join(sorted(accepted)) or "none"
+        raise HarnessError(f"--task-option {key}: no task of this run ({names}) reads it (their options: {known})")

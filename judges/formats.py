@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.data import read_jsonl as harness_read_jsonl
 from harness.errors import HarnessError
-from harness.task import read_jsonl as harness_read_jsonl
 from judges.ratings import Match, ScorePair
 
 WINNER_TO_OUTCOME = {"model_a": 1.0, "model_b": 0.0, "tie": 0.5}

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.data import load_hub
 from harness.errors import HarnessError
 from judges.formats import read_jsonl
 
@@ -65,19 +66,10 @@ def question_from_row(row: dict[str, Any], where: str, line: int) -> Question:
 
 def _hub_rows(bench: str) -> list[dict[str, Any]]:
     """FastChat's question file through `datasets` (hub mirror for MT-bench, FastChat's repository for Vicuna)."""
-    try:
-        import datasets
-
-        if bench == "mt_bench":
-            ds = datasets.load_dataset("HuggingFaceH4/mt_bench_prompts", split="train")
-        else:
-            ds = datasets.load_dataset("json", data_files=f"{FASTCHAT_RAW}/{bench}/question.jsonl", split="train")
-        return [dict(r) for r in ds]
-    except Exception as e:  # noqa: BLE001 - offline or moved: say how to give a local copy
-        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
-        raise HarnessError(f"could not download the {bench} questions ({reason}); pass --data-dir DIR with "
-                           f"{_layouts(bench, 'question')[0]} or data/{bench}/question.jsonl, or --questions FILE") \
-            from None
+    hint = f"{_layouts(bench, 'question')[0]} or data/{bench}/question.jsonl, or --questions FILE"
+    if bench == "mt_bench":
+        return load_hub("HuggingFaceH4/mt_bench_prompts", None, "train", hint)
+    return load_hub("json", None, "train", hint, data_files=f"{FASTCHAT_RAW}/{bench}/question.jsonl")
 
 
 def load_references(path: Path) -> dict[str, tuple[str, ...]]:

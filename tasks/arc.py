@@ -17,9 +17,10 @@ from typing import Any
 
 import numpy as np
 
+from harness.data import Hub, require, rows_from
 from harness.errors import HarnessError
 from harness.requests import Answer, LogLikelihood, Request
-from harness.task import Doc, Task, find_local, hub_rows, read_table, require
+from harness.task import CAUSAL, Doc, ModelInfo, Task
 
 
 def multiple_choice_record(context: str | list[str], continuations: list[str], choices: list[str], gold: int,
@@ -65,11 +66,8 @@ class _ARC(Task):
 
     def docs(self) -> list[Doc]:
         fname = f"{self.config}-Test.jsonl"
-        local = find_local(self.cfg.data_dir, f"arc/{fname}", f"{self.config}/{fname}", f"ARC-V1-Feb2018-2/{self.config}/{fname}")
-        if local is not None:
-            rows, where = read_table(local), str(local)
-        else:
-            rows, where = hub_rows(self.cfg.data_dir, f"arc/{fname}", "allenai/ai2_arc", self.config, "test")
+        layouts = (f"arc/{fname}", f"{self.config}/{fname}", f"ARC-V1-Feb2018-2/{self.config}/{fname}")
+        rows, where = rows_from(None, self.cfg.data_dir, layouts, Hub("allenai/ai2_arc", self.config, "test"))
         self.source_description = where
         docs = [_flatten(r, f"{where} row {i + 1}") for i, r in enumerate(rows)]
         for i, d in enumerate(docs):
@@ -78,11 +76,11 @@ class _ARC(Task):
             raise HarnessError(f"{where}: question ids are not unique")
         return docs
 
-    def requests(self, doc: Doc) -> list[Request]:
+    def requests(self, doc: Doc, model: ModelInfo = CAUSAL) -> list[Request]:
         ctx = f"Question: {doc['question']}\nAnswer:"
         return [LogLikelihood(ctx, f" {c}") for c in doc["choices"]["text"]]
 
-    def score(self, doc: Doc, answers: list[Answer]) -> dict[str, Any]:
+    def score(self, doc: Doc, answers: list[Answer], model: ModelInfo = CAUSAL) -> dict[str, Any]:
         choices = doc["choices"]["text"]
         gold = doc["choices"]["label"].index(doc["answerKey"])
         return multiple_choice_record(f"Question: {doc['question']}\nAnswer:", [f" {c}" for c in choices], choices,

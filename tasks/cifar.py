@@ -20,11 +20,12 @@ import re
 from pathlib import Path
 from typing import Any
 
+from harness.data import load_hub
 from harness.errors import HarnessError
 from harness.metrics import classification as cm
 from harness.models.image import CIFAR10_CLASSES, encode_png
 from harness.requests import Answer, Classify, Request
-from harness.task import Doc, Task, load_hub
+from harness.task import CAUSAL, Doc, ModelInfo, Task
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 _FOOLBOX = re.compile(r"^cifar10_(\d+)_(\d+)\.png$")
@@ -153,13 +154,13 @@ class CIFAR10(Task):
     def docs(self) -> list[Doc]:
         return self._rows("test")
 
-    def requests(self, doc: Doc) -> list[Request]:
-        if self.cfg.model_kind != "image":
+    def requests(self, doc: Doc, model: ModelInfo = CAUSAL) -> list[Request]:
+        if model.kind != "image":
             raise HarnessError(f"task {self.name}: needs an image classifier (--model-kind image), not a "
-                               f"{self.cfg.model_kind} model")
+                               f"{model.kind} model")
         return [Classify((doc["image"],), labels=CIFAR10_CLASSES)]
 
-    def score(self, doc: Doc, answers: list[Answer]) -> dict[str, Any]:
+    def score(self, doc: Doc, answers: list[Answer], model: ModelInfo = CAUSAL) -> dict[str, Any]:
         logits = [float(x) for x in answers[0]]
         if len(logits) != 10:
             raise HarnessError(f"task {self.name} needs a 10-class head, the model's head has {len(logits)} outputs "
@@ -177,7 +178,7 @@ class CIFAR10(Task):
         out["confusion_matrix"] = cm.confusion(gold, pred, CIFAR10_CLASSES, CIFAR10_CLASSES)
         return out
 
-    def train_examples(self, split: str = "train") -> list[dict[str, Any]]:
+    def train_examples(self, split: str = "train", model: ModelInfo = CAUSAL) -> list[dict[str, Any]]:
         """{"inputs": (image path, or a PIL image for rows without a file,), "label"} for image-classifier training."""
         from harness.models.image import open_image
 

@@ -19,11 +19,12 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from harness.data import find_local, load_hub, read_table
 from harness.errors import HarnessError
 from harness.metrics.nlg import JAVA_MISSING, METRICS, E2EScores, coco_tokenize, rouge_l
 from harness.metrics.stats import Metric
-from harness.requests import Answer, Generate, Request
-from harness.task import Doc, Task, find_local, load_hub, read_table
+from harness.requests import Answer, Request
+from harness.task import CAUSAL, Doc, ModelInfo, Task, generate_request
 
 DEFAULT_PROMPT = "Meaning representation: {mr}\nDescription:"
 CHAT_INSTRUCTION = "Write one sentence describing this restaurant: {mr}"
@@ -182,12 +183,12 @@ class E2E(Task):
     metrics = METRICS
     data_source = "hub GEM/e2e_nlg (test); local DIR/e2e/testset_w_refs.csv or DIR/e2e/test.txt (LoRA format)"
 
-    def opt(self, key: str, default: str | None = None) -> str | None:
-        """A task option; `e2e.KEY=` wins over `KEY=` so one run can give e2e and squad different files/prompts."""
-        return self.cfg.options.get(f"{self.name}.{key}", self.cfg.options.get(key, default))
+    option_keys = {"data": "test file (challenge CSV or LoRA test.txt)", "train_data": "training file",
+                   "valid_data": "validation file", "prompt": "prompt template with {mr}",
+                   "skip_meteor": "1: score without Java (no METEOR)", "bootstrap_iters": "bootstrap resamples (200)"}
 
     def _pairs(self, split: str) -> tuple[list[tuple[str, str]], str]:
-        opt = self.opt("data" if split == "test" else "train_data" if split == "train" else "valid_data")
+        opt = self.option("data" if split == "test" else "train_data" if split == "train" else "valid_data")
         if opt:
             return read_pairs(Path(opt)), opt
         local = find_local(self.cfg.data_dir, *SPLIT_FILES[split])
@@ -198,7 +199,7 @@ class E2E(Task):
         return _hub_pairs(split)
 
     def docs(self) -> list[Doc]:
-        if not _flag(self.opt("skip_meteor")) and shutil.which("java") is None:
+        if not _flag(self.option("skip_meteor")) and shutil.which("java") is None:
             raise HarnessError(JAVA_MISSING)  # before any generation, not after it
         pairs, where = self._pairs("test")
         self.source_description = where
@@ -207,18 +208,15 @@ class E2E(Task):
     def prompt(self, mr: str) -> str | tuple[tuple[str, str], ...]:
         if self.cfg.chat_template:
             return (("user", CHAT_INSTRUCTION.format(mr=mr)),)
-        template = (self.opt("prompt") or DEFAULT_PROMPT).replace("\\n", "\n")
+        template = (self.option("prompt") or DEFAULT_PROMPT).replace("\\n", "\n")
         if "{mr}" not in template:
             raise HarnessError(f"--task-option prompt={template!r}: the template needs a {{mr}} placeholder")
         return template.format(mr=mr)
 
-    def requests(self, doc: Doc) -> list[Request]:
-        c = self.cfg
-        return [Generate(prompt=self.prompt(doc["mr"]), stop=STOP, max_new_tokens=c.max_new_tokens or 64,
-                         temperature=c.temperature, top_p=c.top_p, n=1, seed=c.seed, num_beams=c.num_beams,
-                         length_penalty=c.length_penalty, no_repeat_ngram_size=c.no_repeat_ngram_size)]
+    def requests(self, doc: Doc, model: ModelInfo = CAUSAL) -> list[Request]:
+        return [generate_request(self.cfg, self.prompt(doc["mr"]), STOP, max_new_tokens=64)]
 
-    def score(self, doc: Doc, answers: list[Answer]) -> dict[str, Any]:
+    def score(self, doc: Doc, answers: list[Answer], model: ModelInfo = CAUSAL) -> dict[str, Any]:
         output = answers[0][0].split("\n")[0].strip()
         prompt = self.prompt(doc["mr"])
         return {
@@ -233,8 +231,8 @@ class E2E(Task):
     def aggregate(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
         if not samples:
             return {}
-        skip = _flag(self.opt("skip_meteor"))
-        raw = self.opt("bootstrap_iters", "200") or "200"
+        skip = _flag(self.option("skip_meteor"))
+        raw = self.option("bootstrap_iters", "200") or "200"
         try:
             iters = int(raw)
         except ValueError:
@@ -247,7 +245,7 @@ class E2E(Task):
             out["meteor"] = "skipped (--task-option skip_meteor=1)"
         return out
 
-    def train_examples(self, split: str = "train") -> list[dict[str, Any]]:
+    def train_examples(self, split: str = "train", model: ModelInfo = CAUSAL) -> list[dict[str, Any]]:
         """One example per (MR, reference) pair: the evaluation prompt, target = " " + reference."""
         pairs, _ = self._pairs(split)
         return [{"prompt": self.prompt(mr), "target": " " + ref} for mr, ref in pairs if ref]

@@ -30,11 +30,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.data import find_local, load_hub, read_table
 from harness.errors import HarnessError
 from harness.metrics import classification as cm
 from harness.metrics.stats import Metric
 from harness.requests import Answer, Classify, LogLikelihood, Request
-from harness.task import Doc, Task, TaskConfig, find_local, load_hub, read_table
+from harness.task import CAUSAL, Doc, ModelInfo, Task, TaskConfig
 
 
 @dataclass(frozen=True)
@@ -150,15 +151,12 @@ class GlueTask(Task):
     """One GLUE task; everything that differs between tasks is in its Spec."""
 
     version = "1"
+    output_type = "classify|loglikelihood"  # classify for encoders, loglikelihood of label words for causal LMs
     spec: Spec
 
     def __init__(self, cfg: TaskConfig | None = None, option_prefix: str = "") -> None:
         super().__init__(cfg)
         self.option_prefix = option_prefix  # "cola." inside the glue group
-
-    @property
-    def output_type(self) -> str:  # type: ignore[override]
-        return "loglikelihood" if self.cfg.model_kind == "causal" else "classify"
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "output_type": "classify (seq-cls) | loglikelihood (causal)"}
@@ -246,8 +244,8 @@ class GlueTask(Task):
             inputs[1] = h if h.endswith(".") else h + "."
         return self.spec.prompt.format(*inputs)
 
-    def requests(self, doc: Doc) -> list[Request]:
-        kind = self.cfg.model_kind
+    def requests(self, doc: Doc, model: ModelInfo = CAUSAL) -> list[Request]:
+        kind = model.kind
         if kind == "seq-cls":
             return [Classify(tuple(doc["inputs"]))]
         if kind == "causal":
@@ -267,11 +265,11 @@ class GlueTask(Task):
             raise HarnessError(f"task {self.name} needs {what}, the model's head has {len(logits)} outputs "
                                f"(use an adapter trained on {self.name}, or --num-labels {want})")
 
-    def score(self, doc: Doc, answers: list[Answer]) -> dict[str, Any]:
+    def score(self, doc: Doc, answers: list[Answer], model: ModelInfo = CAUSAL) -> dict[str, Any]:
         s = self.spec
         gold = doc["label"]
         rec: dict[str, Any] = {"inputs": doc["inputs"], "label": gold}
-        if self.cfg.model_kind == "seq-cls":
+        if model.kind == "seq-cls":
             logits = [float(x) for x in answers[0]]
             self._check_head(logits)
             rec["logits"] = logits
@@ -312,10 +310,10 @@ class GlueTask(Task):
         return out
 
     # --- training -----------------------------------------------------------------------
-    def train_examples(self, split: str = "train") -> list[dict[str, Any]]:
+    def train_examples(self, split: str = "train", model: ModelInfo = CAUSAL) -> list[dict[str, Any]]:
         """Classifier rows {"inputs", "label"} (seq-cls) or {"prompt", "target"} with the label word (causal)."""
         rows = self._rows(split)
-        if self.cfg.model_kind == "causal":
+        if model.kind == "causal":
             if self.spec.names is None:
                 return [{"prompt": self.prompt(r), "target": f" {round(r['label'])}"} for r in rows]
             return [{"prompt": self.prompt(r), "target": self.spec.words[r["label"]]} for r in rows]
@@ -383,6 +381,7 @@ class GlueGroup(Task):
 
     name = "glue"
     version = "1"
+    output_type = "classify|loglikelihood"
     metrics = ("score",)
     data_source = "the nine GLUE tasks (see each task)"
 
@@ -390,15 +389,11 @@ class GlueGroup(Task):
         super().__init__(cfg)
         self.members = {n: c(self.cfg, option_prefix=f"{n}.") for n, c in TASK_CLASSES.items()}
 
-    @property
-    def output_type(self) -> str:  # type: ignore[override]
-        return "loglikelihood" if self.cfg.model_kind == "causal" else "classify"
-
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "output_type": "classify (seq-cls) | loglikelihood (causal)"}
 
     def _selected(self) -> list[GlueTask]:
-        names = [n.strip() for n in self.cfg.options.get("tasks", ",".join(self.members)).split(",") if n.strip()]
+        names = [n.strip() for n in (self.option("tasks") or ",".join(self.members)).split(",") if n.strip()]
         bad = [n for n in names if n not in self.members]
         if bad or not names:
             raise HarnessError(f"--task-option tasks=...: unknown GLUE task {', '.join(bad) or '(none)'} "
@@ -415,11 +410,11 @@ class GlueGroup(Task):
                     out.append({**docs[i], "id": f"{m.name}/{docs[i]['id']}", "task": m.name})
         return out
 
-    def requests(self, doc: Doc) -> list[Request]:
-        return self.members[doc["task"]].requests(doc)
+    def requests(self, doc: Doc, model: ModelInfo = CAUSAL) -> list[Request]:
+        return self.members[doc["task"]].requests(doc, model)
 
-    def score(self, doc: Doc, answers: list[Answer]) -> dict[str, Any]:
-        return {"task": doc["task"], **self.members[doc["task"]].score(doc, answers)}
+    def score(self, doc: Doc, answers: list[Answer], model: ModelInfo = CAUSAL) -> dict[str, Any]:
+        return {"task": doc["task"], **self.members[doc["task"]].score(doc, answers, model)}
 
     def aggregate(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
         by_task: dict[str, list[dict[str, Any]]] = {}
@@ -438,7 +433,7 @@ class GlueGroup(Task):
         out["score_tasks"] = covered
         return out
 
-    def train_examples(self, split: str = "train") -> list[dict[str, Any]]:
+    def train_examples(self, split: str = "train", model: ModelInfo = CAUSAL) -> list[dict[str, Any]]:
         raise HarnessError("task glue is a group: train on one of its tasks (e.g. --task sst2)")
 
 

@@ -14,11 +14,12 @@ import random
 from collections import Counter
 from typing import Any
 
+from harness.data import find_local, load_hub, read_table, require
 from harness.errors import HarnessError
 from harness.metrics.stats import pass_at_k
 from harness.metrics.text import extract, gold_answer
-from harness.requests import Answer, Generate, Request
-from harness.task import Doc, Task, find_local, load_hub, read_table, require
+from harness.requests import Answer, Request
+from harness.task import CAUSAL, Doc, ModelInfo, Task, generate_request
 
 EXTRACTORS = ("strict", "answer_is", "short_answer", "flexible")
 STOP = ("\n\nQuestion:", "Question:", "</s>", "<|im_end|>", "<|eot_id|>")
@@ -31,6 +32,8 @@ class GSM8K(Task):
     output_type = "generate"
     metrics = tuple(f"pass@1_{e}" for e in EXTRACTORS)
     data_source = "hub openai/gsm8k (main, test); local DIR/gsm8k/test.jsonl, train.jsonl for few-shot"
+    sampling = True
+    option_keys = {"primary": "extractor for pass@k and maj@n with --samples (default flexible)"}
 
     def _rows(self, split: str) -> list[dict[str, Any]]:
         local = find_local(self.cfg.data_dir, f"gsm8k/{split}.jsonl", f"grade_school_math/data/{split}.jsonl")
@@ -54,7 +57,7 @@ class GSM8K(Task):
         return [{"id": str(i), "question": r["question"], "answer": r["answer"]} for i, r in enumerate(self._rows("test"))]
 
     def _fewshot(self, doc: Doc) -> list[dict[str, Any]]:
-        k = self.cfg.num_fewshot
+        k = self.cfg.fewshot
         if k <= 0:
             return []
         if not hasattr(self, "_train"):
@@ -74,12 +77,18 @@ class GSM8K(Task):
         head = "".join(f"Question: {s['question']}\nAnswer: {s['answer']}\n\n" for s in shots)
         return f"{head}Question: {doc['question']}\nAnswer:"
 
-    def requests(self, doc: Doc) -> list[Request]:
-        c = self.cfg
-        return [Generate(prompt=self.prompt(doc), stop=STOP, max_new_tokens=c.max_new_tokens or 256,
-                         temperature=c.temperature, top_p=c.top_p, n=c.samples, seed=c.seed)]
+    def check(self) -> None:
+        primary = self.option("primary", "flexible")
+        if primary not in EXTRACTORS:
+            raise HarnessError(f"--task-option primary={primary}: use one of {', '.join(EXTRACTORS)}")
 
-    def score(self, doc: Doc, answers: list[Answer]) -> dict[str, Any]:
+    def supports_fewshot(self, model: ModelInfo) -> bool:
+        return model.kind == "causal"
+
+    def requests(self, doc: Doc, model: ModelInfo = CAUSAL) -> list[Request]:
+        return [generate_request(self.cfg, self.prompt(doc), STOP, max_new_tokens=256)]
+
+    def score(self, doc: Doc, answers: list[Answer], model: ModelInfo = CAUSAL) -> dict[str, Any]:
         outputs: list[str] = answers[0]
         target = gold_answer(doc["answer"])
         extracted = {e: [extract(o, e) for o in outputs] for e in EXTRACTORS}
@@ -88,9 +97,7 @@ class GSM8K(Task):
         for e in EXTRACTORS:
             metrics[f"pass@1_{e}"] = sum(x == target for x in extracted[e]) / n
         if n > 1:
-            primary = self.cfg.options.get("primary", "flexible")
-            if primary not in EXTRACTORS:
-                raise HarnessError(f"--task-option primary={primary}: use one of {', '.join(EXTRACTORS)}")
+            primary = self.option("primary", "flexible") or "flexible"
             ex = extracted[primary]
             c = sum(x == target for x in ex)
             k = 2
@@ -108,7 +115,7 @@ class GSM8K(Task):
             "metrics": metrics,
         }
 
-    def train_examples(self, split: str = "train") -> list[dict[str, Any]]:
+    def train_examples(self, split: str = "train", model: ModelInfo = CAUSAL) -> list[dict[str, Any]]:
         """Prompt as in evaluation (zero-shot); target is the worked solution ending in `#### N`."""
         rows = self._rows(split)
         saved, self.cfg.num_fewshot = self.cfg.num_fewshot, 0

@@ -14,9 +14,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from harness.data import Hub, require, rows_from
 from harness.errors import HarnessError
 from harness.requests import Answer, LogLikelihood, Request
-from harness.task import Doc, Task, find_local, hub_rows, read_table, require
+from harness.task import CAUSAL, Doc, ModelInfo, Task
 from tasks.arc import multiple_choice_record
 
 LOCAL = ("hellaswag/hellaswag_val.jsonl", "hellaswag/data/hellaswag_val.jsonl")
@@ -39,11 +40,7 @@ class HellaSwag(Task):
     data_source = "hub Rowan/hellaswag (validation); local DIR/hellaswag/hellaswag_val.jsonl (official layout)"
 
     def docs(self) -> list[Doc]:
-        local = find_local(self.cfg.data_dir, *LOCAL)
-        if local is not None:
-            rows, where = read_table(local), str(local)
-        else:
-            rows, where = hub_rows(self.cfg.data_dir, LOCAL[0], "Rowan/hellaswag", None, "validation")
+        rows, where = rows_from(None, self.cfg.data_dir, LOCAL, Hub("Rowan/hellaswag", None, "validation"))
         self.source_description = where
         docs = []
         for i, r in enumerate(rows):
@@ -63,8 +60,8 @@ class HellaSwag(Task):
                 d["id"] = str(i)
         return docs
 
-    def requests(self, doc: Doc) -> list[Request]:
+    def requests(self, doc: Doc, model: ModelInfo = CAUSAL) -> list[Request]:
         return [LogLikelihood(doc["query"], f" {c}") for c in doc["choices"]]
 
-    def score(self, doc: Doc, answers: list[Answer]) -> dict[str, Any]:
+    def score(self, doc: Doc, answers: list[Answer], model: ModelInfo = CAUSAL) -> dict[str, Any]:
         return multiple_choice_record(doc["query"], [f" {c}" for c in doc["choices"]], doc["choices"], doc["gold"], answers)

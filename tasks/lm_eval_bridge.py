@@ -23,7 +23,7 @@ from typing import Any
 from harness.errors import HarnessError
 from harness.metrics.stats import Metric
 from harness.requests import Answer, Generate, LogLikelihood, Request
-from harness.task import Doc, Task, TaskConfig
+from harness.task import CAUSAL, Doc, ModelInfo, Task, TaskConfig
 
 
 def _lm_eval() -> Any:
@@ -64,6 +64,8 @@ class LmEvalTask(Task):
     output_type = "loglikelihood"
     metrics = ()
     data_source = "whatever the lm-eval task config names (hub or local via --task-option include_path=DIR)"
+    option_keys = {"include_path": "directory of extra lm-eval task YAMLs"}
+    sampling = True  # a task's repeats (e.g. gsm8k_cot_self_consistency) or --samples
 
     def __init__(self, cfg: TaskConfig | None, task_name: str) -> None:
         super().__init__(cfg)
@@ -73,11 +75,12 @@ class LmEvalTask(Task):
         self._instances: dict[str, list[Any]] = {}
         self._group_weighting: dict[str, bool] = {}
         self._metric_of: dict[str, str] = {}  # our metric name -> lm-eval's metric (aggregation key)
+        self._fewshot: dict[str, int] = {}  # per subtask: the exemplars its prompts hold
 
     # --- data: lm-eval builds the requests ---------------------------------------------------------------------
     def _load(self) -> dict[str, Any]:
         lm_tasks = _lm_eval()
-        include = self.cfg.options.get("include_path")
+        include = self.option("include_path")
         tm = _manager(include, defaults=False) if include else None  # local YAMLs alone index in a blink
         if tm is None or self.task_name not in tm.all_tasks:
             tm = _manager(include, defaults=True)  # every installed task: ~10 s to index, so kept per process
@@ -104,10 +107,11 @@ class LmEvalTask(Task):
         per_leaf: list[list[Doc]] = []
         kinds = set()
         for leaf, task in leaves.items():
-            if self.cfg.num_fewshot > 0:
+            if self.cfg.num_fewshot is not None:  # given, 0 included, it wins over the task's default
                 task.set_config(key="num_fewshot", value=self.cfg.num_fewshot)
             elif task.get_config("num_fewshot") is None:
                 task.set_config(key="num_fewshot", value=0)
+            self._fewshot[leaf] = int(task.get_config("num_fewshot") or 0)
             task.set_fewshot_seed(seed=self.cfg.seed)
             task.build_all_requests(limit=None, rank=0, world_size=1)
             by_doc: dict[int, list[Any]] = {}
@@ -135,26 +139,41 @@ class LmEvalTask(Task):
         longest = max((len(d) for d in per_leaf), default=0)
         return [d[i] for i in range(longest) for d in per_leaf if i < len(d)]
 
+    def supports_fewshot(self, model: ModelInfo) -> bool:
+        return model.kind == "causal"
+
+    def fewshot_used(self) -> int | dict[str, int]:
+        values = set(self._fewshot.values())
+        return values.pop() if len(values) == 1 else dict(self._fewshot)
+
     # --- requests: lm-eval Instances -> our typed requests -----------------------------------------------------
-    def requests(self, doc: Doc) -> list[Request]:
+    def _generate(self, ctx: str, gen: dict[str, Any], repeats: int) -> Generate:
+        """The task's generation settings, with every flag the user gave explicitly winning over them."""
+        c, default = self.cfg, TaskConfig()
+        until = gen.get("until") or []
+        until = [until] if isinstance(until, str) else list(until)
+        sample = bool(gen.get("do_sample")) and float(gen.get("temperature", 0) or 0) > 0
+        temperature = float(gen.get("temperature", 0)) if sample else 0.0
+        top_p = float(gen.get("top_p", 1.0) or 1.0) if sample else 1.0
+        return Generate(
+            prompt=ctx, stop=tuple(until),
+            max_new_tokens=c.max_new_tokens or int(gen.get("max_gen_toks", 256)),
+            temperature=c.temperature if c.temperature != default.temperature else temperature,
+            top_p=c.top_p if c.top_p != default.top_p else top_p,
+            n=c.samples if c.samples != default.samples else int(repeats or 1), seed=c.seed,
+            num_beams=c.num_beams, length_penalty=c.length_penalty, no_repeat_ngram_size=c.no_repeat_ngram_size)
+
+    def requests(self, doc: Doc, model: ModelInfo = CAUSAL) -> list[Request]:
         out: list[Request] = []
         for kind, args, repeats in doc["requests"]:
             if kind == "loglikelihood":
                 out.append(LogLikelihood(args[0], args[1]))
             else:
-                ctx, gen = args[0], dict(args[1] or {})
-                until = gen.get("until") or []
-                until = [until] if isinstance(until, str) else list(until)
-                sample = bool(gen.get("do_sample")) and float(gen.get("temperature", 0) or 0) > 0
-                out.append(Generate(prompt=ctx, stop=tuple(until),
-                                    max_new_tokens=int(gen.get("max_gen_toks", self.cfg.max_new_tokens or 256)),
-                                    temperature=float(gen.get("temperature", 0)) if sample else 0.0,
-                                    top_p=float(gen.get("top_p", 1.0) or 1.0) if sample else 1.0,
-                                    n=int(repeats or 1), seed=self.cfg.seed))
+                out.append(self._generate(args[0], dict(args[1] or {}), repeats))
         return out
 
     # --- scoring: lm-eval's filters, process_results and aggregations ------------------------------------------
-    def score(self, doc: Doc, answers: list[Answer]) -> dict[str, Any]:
+    def score(self, doc: Doc, answers: list[Answer], model: ModelInfo = CAUSAL) -> dict[str, Any]:
         import copy
 
         task = self._subtasks[doc["task"]]

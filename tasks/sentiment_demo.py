@@ -14,9 +14,10 @@ import random
 from pathlib import Path
 from typing import Any
 
+from harness.data import find_local, read_table, require
 from harness.errors import HarnessError
 from harness.requests import Answer, Classify, LogLikelihood, Request
-from harness.task import Doc, Task, find_local, read_table, require
+from harness.task import CAUSAL, Doc, ModelInfo, Task
 
 WORDS = (" negative", " positive")
 SUBJECTS = ["The movie", "This restaurant", "The hotel room", "Our guide", "The new phone", "That concert", "The book",
@@ -83,13 +84,13 @@ class SentimentDemo(Task):
     def prompt(self, doc: Doc) -> str:
         return f"Review: {doc['text']}\nSentiment:"
 
-    def requests(self, doc: Doc) -> list[Request]:
-        if self.cfg.model_kind == "causal":
+    def requests(self, doc: Doc, model: ModelInfo = CAUSAL) -> list[Request]:
+        if model.kind == "causal":
             return [LogLikelihood(self.prompt(doc), w) for w in WORDS]
         return [Classify((doc["text"],))]
 
-    def score(self, doc: Doc, answers: list[Answer]) -> dict[str, Any]:
-        if self.cfg.model_kind == "causal":
+    def score(self, doc: Doc, answers: list[Answer], model: ModelInfo = CAUSAL) -> dict[str, Any]:
+        if model.kind == "causal":
             scores = [float(a[0]) for a in answers]
         else:
             scores = [float(x) for x in answers[0]]
@@ -100,8 +101,8 @@ class SentimentDemo(Task):
         return {"text": doc["text"], "label": doc["label"], "pred": pred, "scores": scores,
                 "metrics": {"acc": float(pred == doc["label"])}}
 
-    def train_examples(self, split: str = "train") -> list[dict[str, Any]]:
+    def train_examples(self, split: str = "train", model: ModelInfo = CAUSAL) -> list[dict[str, Any]]:
         rows = self._rows(split)
-        if self.cfg.model_kind == "causal":
+        if model.kind == "causal":
             return [{"prompt": self.prompt(r), "target": WORDS[int(r["label"])]} for r in rows]
         return [{"inputs": (r["text"],), "label": int(r["label"])} for r in rows]

@@ -14,11 +14,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+from harness.data import find_local, load_hub
 from harness.errors import HarnessError
 from harness.metrics.squad import exact_match_score, f1_score, max_over_ground_truths, squad_questions
 from harness.metrics.stats import Metric, mean_stderr
-from harness.requests import Answer, Generate, Request
-from harness.task import Doc, Task, find_local, load_hub
+from harness.requests import Answer, Request
+from harness.task import CAUSAL, Doc, ModelInfo, Task, generate_request
 
 DEFAULT_PROMPT = "Context: {context}\nQuestion: {question}\nAnswer:"
 STOP = ("\n",)
@@ -73,12 +74,11 @@ class SQuAD(Task):
     metrics = ("exact_match", "f1")
     data_source = "hub rajpurkar/squad (validation); local DIR/squad/dev-v1.1.json (official format)"
 
-    def opt(self, key: str, default: str | None = None) -> str | None:
-        """A task option; `squad.KEY=` wins over `KEY=` so one run can give e2e and squad different files/prompts."""
-        return self.cfg.options.get(f"{self.name}.{key}", self.cfg.options.get(key, default))
+    option_keys = {"data": "dev file (official SQuAD v1.1 JSON)", "train_data": "training file (same format)",
+                   "prompt": "prompt template with {context} and {question}"}
 
     def _rows(self, split: str) -> tuple[list[dict[str, Any]], str]:
-        opt = self.opt("data" if split == "validation" else "train_data")
+        opt = self.option("data" if split == "validation" else "train_data")
         if opt:
             return read_official(Path(opt)), opt
         local = find_local(self.cfg.data_dir, *FILES[split])
@@ -101,20 +101,17 @@ class SQuAD(Task):
         return rows
 
     def prompt(self, doc: Doc) -> str | tuple[tuple[str, str], ...]:
-        template = (self.opt("prompt") or DEFAULT_PROMPT).replace("\\n", "\n")
+        template = (self.option("prompt") or DEFAULT_PROMPT).replace("\\n", "\n")
         for key in ("{context}", "{question}"):
             if key not in template:
                 raise HarnessError(f"--task-option prompt={template!r}: the template needs a {key} placeholder")
         text = template.format(context=doc["context"], question=doc["question"])
         return (("user", text),) if self.cfg.chat_template else text
 
-    def requests(self, doc: Doc) -> list[Request]:
-        c = self.cfg
-        return [Generate(prompt=self.prompt(doc), stop=STOP, max_new_tokens=c.max_new_tokens or 32,
-                         temperature=c.temperature, top_p=c.top_p, n=1, seed=c.seed, num_beams=c.num_beams,
-                         length_penalty=c.length_penalty, no_repeat_ngram_size=c.no_repeat_ngram_size)]
+    def requests(self, doc: Doc, model: ModelInfo = CAUSAL) -> list[Request]:
+        return [generate_request(self.cfg, self.prompt(doc), STOP, max_new_tokens=32)]
 
-    def score(self, doc: Doc, answers: list[Answer]) -> dict[str, Any]:
+    def score(self, doc: Doc, answers: list[Answer], model: ModelInfo = CAUSAL) -> dict[str, Any]:
         output = answers[0][0]
         answer = output.split("\n")[0].strip()
         em = max_over_ground_truths(exact_match_score, answer, doc["answers"])
@@ -133,7 +130,7 @@ class SQuAD(Task):
             out[m] = Metric(100.0 * total / len(samples) if samples else float("nan"), se)
         return out
 
-    def train_examples(self, split: str = "train") -> list[dict[str, Any]]:
+    def train_examples(self, split: str = "train", model: ModelInfo = CAUSAL) -> list[dict[str, Any]]:
         """Evaluation prompt; target = " " + the first gold answer span."""
         if split not in FILES:
             raise HarnessError(f"squad: no {split!r} split (use train or validation)")

@@ -27,10 +27,11 @@ import re
 from pathlib import Path
 from typing import Any
 
+from harness.data import find_local, load_hub, read_table, require
 from harness.errors import HarnessError
 from harness.metrics import classification as cm
-from harness.requests import Answer, Classify, Generate, LogLikelihood, Request
-from harness.task import Doc, Task, find_local, load_hub, read_table, require
+from harness.requests import Answer, Classify, LogLikelihood, Request
+from harness.task import CAUSAL, Doc, ModelInfo, Task, generate_request
 
 HUB = "ad6398/nyu-dl-teach-maths-comp"
 VALIDATION_ROWS = 1000
@@ -86,12 +87,11 @@ class MathVerify(Task):
     name = "math_verify"
     version = "1"
     metrics = ("acc", "f1_true", "f1_false")
+    output_type = "loglikelihood|generate|classify"
+    option_keys = {"mode": "loglikelihood (default) or generate, for causal LMs", "file": "evaluation file",
+                   "split": "validation (default), train or test", "prompt_template": "prompt file with {question}, {solution}"}
     data_source = (f"hub {HUB} (validation = last {VALIDATION_ROWS} rows of train); "
                    "local DIR/math_verify/{split}.{parquet,jsonl,csv} or --task-option file=PATH")
-
-    @property
-    def output_type(self) -> str:  # type: ignore[override]
-        return self.mode()
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "output_type": "loglikelihood | generate (mode=) | classify (seq-cls)"}
@@ -102,7 +102,7 @@ class MathVerify(Task):
 
     def _raw(self, split: str) -> tuple[str, list[dict[str, Any]]]:
         """(source, rows) of a split: local file, else the hub; `validation` falls back to the tail of train."""
-        option = self.cfg.options.get("file")
+        option = self.option("file")
         if option and split != "train":
             return option, read_table(Path(option))
         path = self._file(split)
@@ -117,7 +117,7 @@ class MathVerify(Task):
 
     def _rows(self, split: str) -> list[Doc]:
         src, raw = self._raw(split)
-        if split == "train" and self._file("validation") is None and not self.cfg.options.get("file"):
+        if split == "train" and self._file("validation") is None and not self.option("file"):
             raw = raw[:-VALIDATION_ROWS] if len(raw) > VALIDATION_ROWS else []  # the tail is the validation split
         self.source_description = src
         docs = []
@@ -129,11 +129,11 @@ class MathVerify(Task):
         return docs
 
     def docs(self) -> list[Doc]:
-        return self._rows(self.cfg.options.get("split", "validation"))
+        return self._rows(self.option("split", "validation") or "validation")
 
     # --- prompt and requests ------------------------------------------------------------
     def template(self) -> str:
-        path = self.cfg.options.get("prompt_template")
+        path = self.option("prompt_template")
         if not path:
             return PROMPT
         p = Path(path)
@@ -151,31 +151,35 @@ class MathVerify(Task):
             text = text.replace("{" + k + "}", doc[k])
         return text
 
-    def mode(self) -> str:
-        if self.cfg.model_kind == "seq-cls":
+    def check(self) -> None:
+        if self.option("mode", "loglikelihood") not in ("loglikelihood", "generate"):
+            raise HarnessError(f"--task-option mode={self.option('mode')}: use loglikelihood or generate")
+        if self.option("prompt_template"):
+            self.template()
+
+    def mode(self, model: ModelInfo) -> str:
+        if model.kind == "seq-cls":
             return "classify"
-        mode = self.cfg.options.get("mode", "loglikelihood")
+        mode = self.option("mode", "loglikelihood")
         if mode not in ("loglikelihood", "generate"):
             raise HarnessError(f"--task-option mode={mode}: use loglikelihood or generate")
         return mode
 
-    def requests(self, doc: Doc) -> list[Request]:
-        mode = self.mode()
+    def requests(self, doc: Doc, model: ModelInfo = CAUSAL) -> list[Request]:
+        mode = self.mode(model)
         if mode == "classify":
             return [Classify((f"{doc['question']}\nAnswer: {doc['answer']}", doc["solution"]))]
-        if self.cfg.model_kind != "causal":
-            raise HarnessError(f"task {self.name}: needs a causal LM or a text classifier, not a {self.cfg.model_kind} model")
+        if model.kind != "causal":
+            raise HarnessError(f"task {self.name}: needs a causal LM or a text classifier, not a {model.kind} model")
         prompt = self.prompt(doc)
         if mode == "generate":
-            c = self.cfg
-            chat = (("user", prompt),) if c.chat_template else None
-            return [Generate(prompt=chat or prompt, stop=STOP, max_new_tokens=c.max_new_tokens or 32, temperature=c.temperature,
-                             top_p=c.top_p, seed=c.seed)]
+            chat = (("user", prompt),) if self.cfg.chat_template else None
+            return [generate_request(self.cfg, chat or prompt, STOP, max_new_tokens=32)]
         return [LogLikelihood(prompt, " False"), LogLikelihood(prompt, " True")]
 
     # --- scoring ------------------------------------------------------------------------
-    def score(self, doc: Doc, answers: list[Answer]) -> dict[str, Any]:
-        mode = self.mode()
+    def score(self, doc: Doc, answers: list[Answer], model: ModelInfo = CAUSAL) -> dict[str, Any]:
+        mode = self.mode(model)
         rec: dict[str, Any] = {"label": bool(doc["label"])}
         parsed: bool | None
         if mode == "generate":
@@ -203,7 +207,7 @@ class MathVerify(Task):
         pred = [s["pred_label"] for s in samples]
         out: dict[str, Any] = {"acc": cm.accuracy(gold, pred)}
         out.update(cm.per_class_prf(gold, pred, [1, 0], ["true", "false"], seed=self.cfg.seed))
-        if self.mode() == "generate":
+        if any("output" in s for s in samples):  # generate mode
             from harness.metrics.stats import mean_stderr
 
             out["unparseable"] = mean_stderr([s["metrics"]["unparseable"] for s in samples])
@@ -214,10 +218,10 @@ class MathVerify(Task):
         return out
 
     # --- training -----------------------------------------------------------------------
-    def train_examples(self, split: str = "train") -> list[dict[str, Any]]:
+    def train_examples(self, split: str = "train", model: ModelInfo = CAUSAL) -> list[dict[str, Any]]:
         """Causal: the evaluation prompt and " True"/" False"; seq-cls: the input pair and label 1 = True."""
         rows = self._rows(split)
-        if self.cfg.model_kind == "seq-cls":
+        if model.kind == "seq-cls":
             return [{"inputs": (f"{r['question']}\nAnswer: {r['answer']}", r["solution"]), "label": r["label"]}
                     for r in rows]
         return [{"prompt": self.prompt(r), "target": " True" if r["label"] else " False"} for r in rows]

@@ -14,9 +14,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from harness.data import Hub, require, rows_from
 from harness.errors import HarnessError
 from harness.requests import Answer, LogLikelihood, Request
-from harness.task import Doc, Task, find_local, hub_rows, read_table, require
+from harness.task import CAUSAL, Doc, ModelInfo, Task
 from tasks.arc import multiple_choice_record
 
 LOCAL = ("winogrande/dev.jsonl", "winogrande_1.1/dev.jsonl")
@@ -50,14 +51,11 @@ class WinoGrande(Task):
     data_source = "hub allenai/winogrande (winogrande_xl, validation); local DIR/winogrande/dev.jsonl (+ dev-labels.lst)"
 
     def docs(self) -> list[Doc]:
-        local = find_local(self.cfg.data_dir, *LOCAL)
-        if local is not None:
-            rows, where = read_table(local), str(local)
-            labels = _labels(local, len(rows))
+        rows, where = rows_from(None, self.cfg.data_dir, LOCAL, Hub("allenai/winogrande", "winogrande_xl", "validation"))
+        if not where.startswith("hub:"):
+            labels = _labels(Path(where), len(rows))
             if labels is not None:
                 rows = [{**r, "answer": r.get("answer") or lab} for r, lab in zip(rows, labels)]
-        else:
-            rows, where = hub_rows(self.cfg.data_dir, LOCAL[0], "allenai/winogrande", "winogrande_xl", "validation")
         self.source_description = where
         docs = []
         for i, r in enumerate(rows):
@@ -74,10 +72,10 @@ class WinoGrande(Task):
                 d["id"] = str(i)
         return docs
 
-    def requests(self, doc: Doc) -> list[Request]:
+    def requests(self, doc: Doc, model: ModelInfo = CAUSAL) -> list[Request]:
         cont = continuation(doc)
         return [LogLikelihood(ctx, cont) for ctx in contexts(doc)]
 
-    def score(self, doc: Doc, answers: list[Answer]) -> dict[str, Any]:
+    def score(self, doc: Doc, answers: list[Answer], model: ModelInfo = CAUSAL) -> dict[str, Any]:
         ctxs = contexts(doc)
         return multiple_choice_record(ctxs, [continuation(doc)] * 2, ctxs, int(doc["answer"]) - 1, answers, norm=False)

@@ -18,12 +18,12 @@ from harness.leaderboard import render
 from harness.models.image import CIFAR10_CLASSES, open_image, tiny_image_classifier
 from harness.models.loading import ModelSpec
 from harness.results import read_results
-from harness.task import TaskConfig
+from harness.task import ModelInfo, TaskConfig
 from tasks.cifar import CIFAR10
 
 
 def _task(data_dir: Path | None = None, **options: str) -> CIFAR10:
-    return CIFAR10(TaskConfig(data_dir=data_dir, model_kind="image", options=options))
+    return CIFAR10(TaskConfig(data_dir=data_dir, options=options))
 
 
 def write_batch(path: Path, images: list[np.ndarray], labels: list[int]) -> Path:
@@ -106,7 +106,7 @@ def test_real_layouts_and_pickles(shared_data: Path, foolbox: Path, pickled_fool
     for a, b in zip(pk, fb):  # lossless both ways: the pickled rows decode to the PNG files' pixels
         assert pk[0]["image"].startswith("data:image/png;base64,")
         assert np.array_equal(np.asarray(open_image(a["image"])), np.asarray(open_image(b["image"])))
-    ex = _task(pickled_foolbox).train_examples("test")
+    ex = _task(pickled_foolbox).train_examples("test", ModelInfo("image"))
     assert ex[0]["label"] == 3 and ex[0]["inputs"][0].size == (32, 32)
 
 
@@ -133,7 +133,7 @@ def test_malformed_data_errors(tmp_path: Path, foolbox: Path) -> None:
     with pytest.raises(HarnessError, match="could not load dataset uoft-cs/cifar10"):
         _task().docs()  # offline: one line naming the hub id and the local layouts
     with pytest.raises(HarnessError, match="needs an image classifier"):
-        CIFAR10(TaskConfig(model_kind="causal")).requests({"image": "x.png"})
+        CIFAR10(TaskConfig()).requests({"image": "x.png"}, ModelInfo("causal"))
 
 
 # --- models ----------------------------------------------------------------------------------

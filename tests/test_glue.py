@@ -14,12 +14,15 @@ from harness.evaluate import RunSpec, run
 from harness.leaderboard import render
 from harness.models.loading import ModelSpec
 from harness.results import read_results
-from harness.task import TaskConfig
+from harness.task import ModelInfo, TaskConfig
 from tasks.glue import TASK_CLASSES, GlueGroup, glue_score
 
 
-def _task(name: str, data_dir: Path | None = None, kind: str = "seq-cls", **options: str):  # noqa: ANN202
-    return TASK_CLASSES[name](TaskConfig(data_dir=data_dir, model_kind=kind, options=options))
+def _task(name: str, data_dir: Path | None = None, **options: str):  # noqa: ANN202
+    return TASK_CLASSES[name](TaskConfig(data_dir=data_dir, options=options))
+
+
+SEQ_CLS, CAUSAL_LM, IMAGE = ModelInfo("seq-cls"), ModelInfo("causal"), ModelInfo("image")
 
 
 def _samples(run_dir: Path, task: str) -> list[dict]:
@@ -99,11 +102,11 @@ def test_split_slices_and_train_examples(shared_data: Path) -> None:
     a = _task("sst2", glue, split="validation[:50%]").docs()
     b = _task("sst2", glue, split="validation[50%:]").docs()
     assert len(a) + len(b) == 872 and {x["id"] for x in a}.isdisjoint({x["id"] for x in b})
-    ex = _task("sst2", glue).train_examples("validation[:50%]")
+    ex = _task("sst2", glue).train_examples("validation[:50%]", SEQ_CLS)
     assert len(ex) == 436 and ex[0] == {"inputs": ("it 's a charming and often affecting journey . ",), "label": 1}
-    causal = _task("sst2", glue, kind="causal").train_examples("validation[:2]")
+    causal = _task("sst2", glue).train_examples("validation[:2]", CAUSAL_LM)
     assert causal[0]["target"] == " positive" and causal[0]["prompt"].endswith("positive or negative?\nAnswer:")
-    assert isinstance(_task("stsb", glue).train_examples("validation[:3]")[0]["label"], float)
+    assert isinstance(_task("stsb", glue).train_examples("validation[:3]", SEQ_CLS)[0]["label"], float)
     with pytest.raises(HarnessError, match="split=oops"):
         _task("sst2", glue, split="oops[").docs()
 
@@ -138,7 +141,7 @@ def test_own_layouts_and_malformed_rows(tmp_path: Path) -> None:
     with pytest.raises(HarnessError, match="no header row"):
         _task("sst2", eval_file=str(noheader)).docs()
     with pytest.raises(HarnessError, match="needs a text classifier"):
-        _task("sst2", root, kind="image").requests({"inputs": ["x"]})
+        _task("sst2", root).requests({"inputs": ["x"]}, IMAGE)
 
 
 # --- encoder mode: MiniLM with a LoRA adapter that carries its head ------------------------
@@ -295,7 +298,7 @@ def test_causal_parity_with_lm_eval(gpt2_bpe, shared_data: Path, tmp_path: Path)
     ydir = tmp_path / "yaml"
     ydir.mkdir()
     for name, cols in hub_cols.items():  # our rows in the hub's layout, fed to lm-eval's unmodified task YAMLs
-        docs = _task(name, root, kind="causal").docs()[:limit]
+        docs = _task(name, root).docs()[:limit]
         data = tmp_path / f"{name}.jsonl"
         data.write_text("".join(json.dumps({**dict(zip(cols, d["inputs"])), "label": d["label"]}) + "\n" for d in docs))
         (ydir / f"{name}.yaml").write_text(

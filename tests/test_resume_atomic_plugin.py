@@ -96,10 +96,10 @@ class PreferWord(Task):
         return [{"id": str(i), "ctx": f"Question: Tom has {i} apples.\\nAnswer:", "good": f" {i}", "bad": " banana"}
                 for i in range(5)]
 
-    def requests(self, doc):
+    def requests(self, doc, model):
         return [LogLikelihood(doc["ctx"], doc["good"]), LogLikelihood(doc["ctx"], doc["bad"])]
 
-    def score(self, doc, answers):
+    def score(self, doc, answers, model):
         return {"metrics": {"acc": float(answers[0][0] > answers[1][0])}, "lls": [a[0] for a in answers]}
 '''
 

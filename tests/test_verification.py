@@ -12,7 +12,7 @@ from harness.errors import HarnessError
 from harness.evaluate import RunSpec, run
 from harness.models.loading import ModelSpec
 from harness.results import read_results
-from harness.task import TaskConfig
+from harness.task import ModelInfo, TaskConfig
 from tasks.verification import VALIDATION_ROWS, MathVerify, parse_verdict, write_verification_data
 
 
@@ -32,8 +32,8 @@ def verify_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_verification_data(tmp_path_factory.mktemp("mv"), n_train=60, n_validation=24, n_test=10)
 
 
-def _task(data_dir: Path | None = None, kind: str = "causal", **options: str) -> MathVerify:
-    return MathVerify(TaskConfig(data_dir=data_dir, model_kind=kind, options=options))
+def _task(data_dir: Path | None = None, **options: str) -> MathVerify:
+    return MathVerify(TaskConfig(data_dir=data_dir, options=options))
 
 
 def test_own_data_in_every_format(tmp_path: Path) -> None:
@@ -131,7 +131,7 @@ def test_unparseable_is_wrong_for_either_label() -> None:
     task = _task()
     doc = {"question": "q", "answer": "a", "solution": "s"}
     for label in (0, 1):
-        rec = MathVerify(TaskConfig(model_kind="causal", options={"mode": "generate"})).score(
+        rec = MathVerify(TaskConfig(options={"mode": "generate"})).score(
             {**doc, "label": label}, [["I am not sure."]])
         assert rec["metrics"] == {"acc": 0.0, "unparseable": 1.0}
     assert task.score({**doc, "label": 1}, [(-1.0, False), (-0.5, True)])["metrics"]["acc"] == 1.0
@@ -149,9 +149,9 @@ def test_classifier_mode_and_chat_prompt(tiny_gpt2: Path, verify_data: Path, tmp
     for s in samples:
         assert len(s["logits"]) == 2 and s["pred"] == (s["logits"][1] > s["logits"][0])
     doc = _task(verify_data).docs()[0]
-    [req] = _task(verify_data, kind="seq-cls").requests(doc)
+    [req] = _task(verify_data).requests(doc, ModelInfo("seq-cls"))
     assert req.inputs == (f"{doc['question']}\nAnswer: {doc['answer']}", doc["solution"])
-    chat = MathVerify(TaskConfig(model_kind="causal", chat_template=True, options={"mode": "generate"}))
+    chat = MathVerify(TaskConfig(chat_template=True, options={"mode": "generate"}))
     [gen] = chat.requests(doc)
     assert gen.prompt[0][0] == "user" and gen.prompt[0][1].endswith("Final Output (True/False):")
 

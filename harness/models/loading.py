@@ -302,10 +302,75 @@ def _apply_adapter(model: Any, path: str, name: str, base_name: str) -> Any:
         raise
 
 
+def variant_labels(spec: ModelSpec) -> list[str]:
+    """Labels of the variants iter_variants yields, in order: `base`, then each adapter's directory name
+    (`name-2`, `name-3` ... when two adapters share a name, so their run directories never collide)."""
+    labels = ["base"] if spec.with_base or not spec.adapters else []
+    for path in spec.adapters:
+        name = Path(path.rstrip("/")).name or path
+        label, i = name, 2
+        while label in labels:
+            label, i = f"{name}-{i}", i + 1
+        labels.append(label)
+    return labels
+
+
+def check_device(device: str) -> None:
+    """--device names a device this machine has (checked before any weights load)."""
+    import torch
+
+    kind = device.split(":", 1)[0]
+    if kind == "cpu":
+        return
+    if kind == "cuda":
+        if not torch.cuda.is_available():
+            raise HarnessError(f"--device {device}: CUDA is not available on this machine (torch {torch.__version__}); "
+                               "use --device cpu")
+        index = device.split(":", 1)[1] if ":" in device else "0"
+        if not index.isdigit() or int(index) >= torch.cuda.device_count():
+            raise HarnessError(f"--device {device}: no such GPU (this machine has {torch.cuda.device_count()})")
+        return
+    if kind == "mps":
+        if not torch.backends.mps.is_available():
+            raise HarnessError(f"--device {device}: MPS is not available on this machine; use --device cpu")
+        return
+    raise HarnessError(f"--device {device}: unknown device (use cpu, cuda, cuda:N or mps)")
+
+
+def check_weights(path: str, flag: str) -> None:
+    """Every *.safetensors file of a local model or adapter directory opens: a truncated download is a one-line
+    error naming the file, not a traceback from deep inside the loader."""
+    p = Path(path)
+    if not p.is_dir():
+        return
+    from safetensors import SafetensorError, safe_open
+
+    for f in sorted(p.glob("*.safetensors")):
+        try:
+            with safe_open(str(f), "pt") as st:
+                for k in list(st.keys())[-1:]:
+                    st.get_slice(k)
+        except (SafetensorError, OSError) as e:
+            raise HarnessError(f"{flag} {path}: {f.name} is truncated or corrupt ({str(e).splitlines()[0][:120]}); "
+                               "download or save it again") from None
+        size = f.stat().st_size
+        with f.open("rb") as fh:
+            n = int.from_bytes(fh.read(8), "little")
+            header = json.loads(fh.read(n) or b"{}")
+        end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
+        if 8 + n + end > size:
+            raise HarnessError(f"{flag} {path}: {f.name} is truncated ({size} bytes, its header needs {8 + n + end}); "
+                               "download or save it again")
+
+
 def iter_variants(spec: ModelSpec) -> Iterator[Variant]:
     """Yield the base (with --with-base or when no adapter is given), then each adapter on the same base."""
     for a in spec.adapters:
         read_adapter_config(a)  # fail fast, before the base is loaded
+        check_weights(a, "--adapter")
+    check_device(spec.device)
+    check_weights(spec.model, "--model")
+    labels = variant_labels(spec)
     hf_model, processor, kind, base_ident = load_base(spec)
     wrapper = _wrapper(kind)
     base_name = spec.model
@@ -329,7 +394,8 @@ def iter_variants(spec: ModelSpec) -> Iterator[Variant]:
             disable_avx512bf16_repack(model)
         model.eval()
         ident = {**base_ident, **adapter_identity(path)}
-        yield Variant(Path(path).name or path, wrapper(model, tok, ident, spec), ident, adapter_path=path)
+        yield Variant(labels[i + (len(labels) - len(spec.adapters))], wrapper(model, tok, ident, spec), ident,
+                      adapter_path=path)
 
 
 def short_name(model: str) -> str:
