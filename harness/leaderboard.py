@@ -32,6 +32,24 @@ def _row_name(res: dict[str, Any]) -> str:
     return f"{name} + {adapter}" if adapter else f"{name} (base)"
 
 
+def _checked_tasks(res: dict[str, Any], path: Path) -> dict[str, Any]:
+    """The results file's tasks, each with metrics {name: {"value": number, ...}}; anything else names the file."""
+    tasks = res["tasks"]
+    if not isinstance(tasks, dict) or not isinstance(res["model"], dict):
+        raise HarnessError(f"{path}: 'tasks' and 'model' must be objects; not a harness results file")
+    for task, entry in tasks.items():
+        metrics = entry.get("metrics") if isinstance(entry, dict) else None
+        if not isinstance(metrics, dict):
+            raise HarnessError(f"{path}: task {task}: 'metrics' must be an object of metric objects")
+        for name, m in metrics.items():
+            if not isinstance(m, dict) or not isinstance(m.get("value"), (int, float)) or isinstance(m.get("value"), bool):
+                raise HarnessError(f"{path}: task {task} metric {name}: expected {{\"value\": number, \"stderr\": ...}}, "
+                                   f"got {json.dumps(m)[:60]}")
+            if m.get("stderr") is not None and not isinstance(m["stderr"], (int, float)):
+                raise HarnessError(f"{path}: task {task} metric {name}: stderr must be a number or null")
+    return tasks
+
+
 def collect(root: Path) -> tuple[list[dict[str, Any]], list[str]]:
     """Rows (latest result per model variant and task) and the ordered metric columns."""
     latest: dict[tuple[Any, ...], dict[str, Any]] = {}
@@ -41,8 +59,8 @@ def collect(root: Path) -> tuple[list[dict[str, Any]], list[str]]:
             continue
         key = (_base_key(res["model"]), res["model"].get("adapter_hash"))
         row = latest.setdefault(key, {"name": _row_name(res), "model": res["model"], "cells": {}, "created": {}})
-        for task, entry in res["tasks"].items():
-            for metric, m in entry.get("metrics", {}).items():
+        for task, entry in _checked_tasks(res, path).items():
+            for metric, m in entry["metrics"].items():
                 col = f"{task}/{metric}"
                 if res.get("created", "") >= row["created"].get(col, ""):
                     row["cells"][col] = {**m, "higher_is_better": entry.get("higher_is_better", True)}
@@ -100,7 +118,12 @@ def _fmt(cell: dict[str, Any] | None, digits: int) -> str:
     return text
 
 
+FORMATS = ("markdown", "csv", "json")
+
+
 def render(root: Path, fmt: str = "markdown") -> str:
+    if fmt not in FORMATS:
+        raise HarnessError(f"--format: unknown format {fmt!r} (use markdown, csv or json)")
     t = table(root)
     cols = t["columns"]
     if fmt == "json":
@@ -116,8 +139,6 @@ def render(root: Path, fmt: str = "markdown") -> str:
                 line += [cell.get("value", ""), cell.get("stderr", ""), cell.get("delta", "")]
             w.writerow(line)
         return buf.getvalue()
-    if fmt != "markdown":
-        raise HarnessError(f"--format: unknown format {fmt!r} (use markdown, csv or json)")
     head = "| model | " + " | ".join(c + (" (%)" if t["scale"][c] == 100 else "") for c in cols) + " |"
     lines = ["# Leaderboard", "", head, "|" + "---|" * (len(cols) + 1)]
     for r in t["rows"]:

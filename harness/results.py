@@ -61,6 +61,10 @@ def read_results(path: Path) -> dict[str, Any]:
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise HarnessError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+    except UnicodeDecodeError as e:
+        raise HarnessError(f"{path}: not UTF-8 text ({e.reason})") from None
+    if not isinstance(data, dict):
+        raise HarnessError(f"{path}: expected a JSON object; not a harness results file")
     version = str(data.get("schema_version", ""))
     if not version:
         raise HarnessError(f"{path}: no schema_version; not a harness results file")

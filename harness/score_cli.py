@@ -132,8 +132,9 @@ def score_squad(
     data: Annotated[Path, typer.Option("--data", help="Official SQuAD v1.1 dataset file (dev-v1.1.json).")],
     predictions: Annotated[Path, typer.Option("--predictions", help="JSON object: question id -> answer text.")],
 ) -> None:
-    """{"exact_match", "f1"} exactly as the official evaluate-v1.1.py prints them (unanswered questions score 0)."""
-    from harness.metrics.squad import evaluate
+    """{"exact_match", "f1"} exactly as the official evaluate-v1.1.py prints them (unanswered questions score 0;
+    predictions for ids not in the dataset are ignored, as the official script does, with a warning)."""
+    from harness.metrics.squad import evaluate, squad_questions
     from tasks.squad import load_official_dataset
 
     dataset, version = load_official_dataset(data)
@@ -145,7 +146,13 @@ def score_squad(
         raise HarnessError(f"--predictions {predictions}: not valid JSON ({e.msg} at line {e.lineno})") from None
     if not isinstance(preds, dict):
         raise HarnessError(f"--predictions {predictions}: expected a JSON object mapping question id to answer text")
-    print(json.dumps(evaluate(dataset, preds, where=f"--predictions {predictions}")))
+    ids = {qa["id"] for qa in squad_questions(dataset)}
+    unknown = [k for k in preds if k not in ids]
+    if unknown:
+        print(f"warning: --predictions {predictions}: {len(unknown)} prediction(s) for ids not in {data} ignored "
+              f"(e.g. {unknown[0]!r}), as evaluate-v1.1.py does", file=sys.stderr)
+    known = {k: v for k, v in preds.items() if k in ids}
+    print(json.dumps(evaluate(dataset, known, where=f"--predictions {predictions}")))
 
 
 def register(app: typer.Typer) -> None:
