@@ -199,6 +199,8 @@ NOISE = (
     r".*TypedStorage is deprecated.*",
     r".*`torch_dtype` is deprecated.*",
     r".*MatMul8bitLt: inputs will be cast.*",
+    r".*get_task_dict is deprecated.*",  # lm-eval 0.4.13 deprecating its own API that the bridge calls
+    r".*Use TaskManager.load\(\), which returns flat dicts.*",
 )
 
 
