@@ -9,37 +9,24 @@ Prompt `Question: {question}\\nAnswer:`, one log-likelihood request per choice (
 argmax of the log-likelihoods, `acc_norm` the argmax of log-likelihood per character of the choice, as in
 lm-eval's multiple_choice scoring. Each sample keeps every choice's log-likelihood so any report can be
 recomputed from samples/*.jsonl.
+
+`--num-fewshot k`: k exemplars from the train split (`ARC-Easy-Train.jsonl` beside the test file, or the hub's
+train split) open the prompt, `Question: ...\nAnswer: {gold choice}` each followed by a blank line, drawn as
+lm-eval draws them (tasks/_common.py), so the prompts equal lm-eval's for the same k and seed.
 """
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from typing import Any
-
-import numpy as np
 
 from harness.data import Hub, require, rows_from
 from harness.errors import HarnessError
 from harness.requests import Answer, LogLikelihood, Request
-from harness.task import CAUSAL, Doc, ModelInfo, Task
+from harness.task import CAUSAL, Doc, ModelInfo
+from tasks._common import FEWSHOT_DELIMITER, FewShotTask, multiple_choice_record
 
-
-def multiple_choice_record(context: str | list[str], continuations: list[str], choices: list[str], gold: int,
-                           answers: list[Answer], norm: bool = True) -> dict[str, Any]:
-    """lm-eval 0.4's multiple_choice scoring: argmax of log-likelihoods, and per character of the choice (acc_norm).
-
-    Shared by the ARC, HellaSwag and WinoGrande tasks. np.argmax keeps lm-eval's tie rule (the first choice).
-    """
-    lls = np.array([float(a[0]) for a in answers])
-    lengths = np.array([float(len(c)) for c in choices])
-    pred = int(np.argmax(lls))
-    metrics = {"acc": float(pred == gold)}
-    rec: dict[str, Any] = {"prompt": context, "continuations": continuations, "gold": gold,
-                           "loglikelihoods": lls.tolist(), "is_greedy": [bool(a[1]) for a in answers], "pred": pred}
-    if norm:
-        rec["pred_norm"] = int(np.argmax(lls / lengths))
-        metrics["acc_norm"] = float(rec["pred_norm"] == gold)
-    rec["metrics"] = metrics
-    return rec
+__all__ = ["ARCChallenge", "ARCEasy", "multiple_choice_record"]
 
 
 def _flatten(row: dict[str, Any], where: str) -> dict[str, Any]:
@@ -58,42 +45,61 @@ def _flatten(row: dict[str, Any], where: str) -> dict[str, Any]:
     return {"id": str(row.get("id", "")), "question": q, "choices": choices, "answerKey": row["answerKey"]}
 
 
-class _ARC(Task):
+class _ARC(FewShotTask):
     version = "1"
     output_type = "loglikelihood"
     metrics = ("acc", "acc_norm")
     config: str  # ARC-Easy | ARC-Challenge
+    oversample = False  # lm-eval's ARC evaluates its test split and draws exemplars from train: k, not k + 1
+
+    def _rows(self, split: str) -> tuple[list[Doc], str]:
+        fname = f"{self.config}-{split.capitalize()}.jsonl"
+        layouts = (f"arc/{fname}", f"{self.config}/{fname}", f"ARC-V1-Feb2018-2/{self.config}/{fname}")
+        rows, where = rows_from(None, self.cfg.data_dir, layouts, Hub("allenai/ai2_arc", self.config, split))
+        return [_flatten(r, f"{where} row {i + 1}") for i, r in enumerate(rows)], where
 
     def docs(self) -> list[Doc]:
-        fname = f"{self.config}-Test.jsonl"
-        layouts = (f"arc/{fname}", f"{self.config}/{fname}", f"ARC-V1-Feb2018-2/{self.config}/{fname}")
-        rows, where = rows_from(None, self.cfg.data_dir, layouts, Hub("allenai/ai2_arc", self.config, "test"))
+        docs, where = self._rows("test")
         self.source_description = where
-        docs = [_flatten(r, f"{where} row {i + 1}") for i, r in enumerate(rows)]
         for i, d in enumerate(docs):
             d["id"] = d["id"] or str(i)
         if len({d["id"] for d in docs}) != len(docs):
             raise HarnessError(f"{where}: question ids are not unique")
+        self.draw_fewshot(docs)
         return docs
 
+    def fewshot_pool(self) -> tuple[list[Doc], str]:
+        return self._rows("train")
+
+    def fewshot_key(self, row: Doc) -> Hashable:
+        return row["question"], tuple(row["choices"]["text"]), row["answerKey"]
+
+    def context(self, doc: Doc) -> str:
+        """lm-eval's: each exemplar `Question: ...\nAnswer: {gold choice}` and a blank line, then the question."""
+        head = "".join(f"Question: {s['question']}\nAnswer: {s['choices']['text'][_gold(s)]}{FEWSHOT_DELIMITER}"
+                       for s in self.shots(doc))
+        return f"{head}Question: {doc['question']}\nAnswer:"
+
     def requests(self, doc: Doc, model: ModelInfo = CAUSAL) -> list[Request]:
-        ctx = f"Question: {doc['question']}\nAnswer:"
+        ctx = self.context(doc)
         return [LogLikelihood(ctx, f" {c}") for c in doc["choices"]["text"]]
 
     def score(self, doc: Doc, answers: list[Answer], model: ModelInfo = CAUSAL) -> dict[str, Any]:
         choices = doc["choices"]["text"]
-        gold = doc["choices"]["label"].index(doc["answerKey"])
-        return multiple_choice_record(f"Question: {doc['question']}\nAnswer:", [f" {c}" for c in choices], choices,
-                                      gold, answers)
+        return multiple_choice_record(self.context(doc), [f" {c}" for c in choices], choices, _gold(doc), answers)
+
+
+def _gold(doc: Doc) -> int:
+    return int(doc["choices"]["label"].index(doc["answerKey"]))
 
 
 class ARCEasy(_ARC):
     name = "arc_easy"
     config = "ARC-Easy"
-    data_source = "hub allenai/ai2_arc (ARC-Easy, test); local DIR/arc/ARC-Easy-Test.jsonl"
+    data_source = "hub allenai/ai2_arc (ARC-Easy, test); local DIR/arc/ARC-Easy-Test.jsonl (-Train for few-shot)"
 
 
 class ARCChallenge(_ARC):
     name = "arc_challenge"
     config = "ARC-Challenge"
-    data_source = "hub allenai/ai2_arc (ARC-Challenge, test); local DIR/arc/ARC-Challenge-Test.jsonl"
+    data_source = "hub allenai/ai2_arc (ARC-Challenge, test); local DIR/arc/ARC-Challenge-Test.jsonl (-Train for few-shot)"

@@ -8,6 +8,7 @@ the official layouts), so its prompts, preprocessing and scoring are the install
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 from typing import Any
 
@@ -175,3 +176,117 @@ def test_loglikelihood_edge_cases_match_hflm(tiny_llama: Path, batch_size: int, 
     for r, (ll, greedy) in zip(reqs, ref):
         assert answers[r.key()][0] == pytest.approx(ll, abs=1e-4), r
         assert answers[r.key()][1] == greedy, r
+
+
+# --- few-shot: the exact prompts lm-eval builds, from its own task objects (no model is run) -------------------------
+
+
+def lm_eval_fewshot_tasks(files: dict[str, tuple[Path, Path]], ydir: Path) -> dict[str, Any]:
+    """lm-eval's task objects from its own YAMLs, with the train split and the evaluated split pointed at local files."""
+    from lm_eval.tasks import TaskManager
+
+    ydir.mkdir(parents=True, exist_ok=True)
+    for name, (train, data) in files.items():
+        split = "test" if name.startswith("arc") else "validation"
+        (ydir / f"{name}.yaml").write_text(
+            f"include: {LM_TASKS / INCLUDE[name]}\ntask: fs_{name}\ndataset_path: json\ndataset_name: null\n"
+            f"dataset_kwargs:\n  data_files:\n    train: {train}\n    {split}: {data}\ntraining_split: train\n"
+            f"validation_split: {'null' if split == 'test' else 'validation'}\n"
+            + ("test_split: test\n" if split == "test" else ""))
+    loaded = TaskManager(include_path=str(ydir), include_defaults=False).load([f"fs_{n}" for n in files])["tasks"]
+    return {n: loaded[f"fs_{n}"] for n in files}
+
+
+def lm_eval_contexts(task: Any, k: int, seed: int, limit: int) -> list[list[tuple[str, str]]]:
+    """Per doc, the (context, continuation) arguments lm-eval's requests carry, after simple_evaluate's own set-up."""
+    task.set_config(key="num_fewshot", value=k)
+    task.set_fewshot_seed(seed=seed)
+    task.build_all_requests(limit=limit)
+    per_doc: dict[int, list[Any]] = {}
+    for inst in task.instances:
+        per_doc.setdefault(inst.doc_id, []).append(inst)
+    return [[tuple(i.arguments) for i in sorted(per_doc[d], key=lambda i: i.idx)] for d in sorted(per_doc)]
+
+
+def our_contexts(name: str, data_dir: Path, k: int, seed: int, limit: int) -> list[list[tuple[str, str]]]:
+    from harness.registry import make_tasks
+    from harness.task import TaskConfig
+
+    [t] = make_tasks(name, TaskConfig(data_dir=data_dir, num_fewshot=k, seed=seed))
+    docs = t.docs()[:limit]
+    assert t.fewshot_used() == k and "few-shot: " in t.source_description
+    return [[(r.context, r.continuation) for r in t.requests(d)] for d in docs]
+
+
+def _jsonl(rows: list[dict[str, Any]], path: Path) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.fixture(scope="module")
+def fewshot_data(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, tuple[Path, Path]]]:
+    """One --data-dir in the official layouts (ours) and the same rows as flat json files (lm-eval's).
+
+    ARC: the real Dev file serves as the train split and the real Test rows are evaluated. WinoGrande: the real dev
+    rows split in two (the first half is the train split; the second half keeps its answers in dev-labels.lst).
+    HellaSwag (no real copy here): rows the project writes, and the train file also holds three evaluated rows
+    verbatim, so lm-eval's rule of drawing k + 1 and dropping the doc itself is exercised.
+    """
+    from harness.forgetting import write_suite_data
+
+    ours = tmp_path_factory.mktemp("fewshot-ours")
+    lm = tmp_path_factory.mktemp("fewshot-lm")
+    files: dict[str, tuple[Path, Path]] = {}
+    (ours / "arc").mkdir()
+    for config in ("ARC-Easy", "ARC-Challenge"):
+        (ours / "arc" / f"{config}-Train.jsonl").symlink_to(shared_data / "arc" / f"{config}-Dev.jsonl")
+        (ours / "arc" / f"{config}-Test.jsonl").symlink_to(shared_data / "arc" / f"{config}-Test.jsonl")
+        name = "arc_easy" if config == "ARC-Easy" else "arc_challenge"
+        files[name] = (_hub_arc(shared_data / "arc" / f"{config}-Dev.jsonl", lm / f"{name}_train.jsonl"),
+                       _hub_arc(shared_data / "arc" / f"{config}-Test.jsonl", lm / f"{name}_test.jsonl"))
+    wino = [json.loads(x) for x in (shared_data / "winogrande" / "dev.jsonl").read_text().splitlines() if x.strip()]
+    train, dev = wino[: len(wino) // 2], wino[len(wino) // 2:]
+    (ours / "winogrande").mkdir()
+    _jsonl(train, ours / "winogrande" / "train_xl.jsonl")
+    _jsonl([{k: v for k, v in r.items() if k != "answer"} for r in dev], ours / "winogrande" / "dev.jsonl")
+    (ours / "winogrande" / "dev-labels.lst").write_text("".join(r["answer"] + "\n" for r in dev))
+    files["winogrande"] = (_jsonl(train, lm / "wino_train.jsonl"), _jsonl(dev, lm / "wino_dev.jsonl"))
+    # The writer's own directories, never `ours`: its arc/ files are links to the read-only shared data.
+    val, other = (write_suite_data(tmp_path_factory.mktemp(f"fewshot-suite{s}"), n=30, seed=s) for s in (0, 1))
+    hs_val = [json.loads(x) for x in (val / "hellaswag" / "hellaswag_val.jsonl").read_text().splitlines()]
+    hs_train = [json.loads(x) for x in (other / "hellaswag" / "hellaswag_val.jsonl").read_text().splitlines()]
+    hs_train = hs_train[:5] + hs_val[:3] + hs_train[5:]
+    (ours / "hellaswag").mkdir()
+    files["hellaswag"] = (_jsonl(hs_train, ours / "hellaswag" / "hellaswag_train.jsonl"),
+                          _jsonl(hs_val, ours / "hellaswag" / "hellaswag_val.jsonl"))
+    return ours, files
+
+
+@pytest.mark.parametrize("name", SUITE)
+def test_fewshot_prompts_equal_lm_evals(name: str, fewshot_data: tuple[Path, dict[str, tuple[Path, Path]]],
+                                        tmp_path: Path) -> None:
+    """k = 1 and 5 at two seeds: every request's context and continuation equal the ones lm-eval builds."""
+    from harness.registry import make_tasks
+    from harness.task import TaskConfig
+
+    data_dir, files = fewshot_data
+    task = lm_eval_fewshot_tasks({name: files[name]}, tmp_path / "yaml")[name]
+    limit = 30 if name == "hellaswag" else 60
+    drawn_self = 0
+    for k in (1, 5):
+        for seed in (1234, 7):
+            theirs = lm_eval_contexts(task, k, seed, limit)
+            ours = our_contexts(name, data_dir, k, seed, limit)
+            assert len(ours) == len(theirs) == limit
+            for i, (a, b) in enumerate(zip(ours, theirs)):
+                assert a == b, (name, k, seed, i)
+            heads = {a[0][0].rsplit("\n\n", 1)[0] for a in ours}
+            assert len(heads) > limit // 2, "exemplars differ from row to row"  # one draw per doc, not one per run
+            if name == "hellaswag":  # rows 5-7 of the train file are docs 0-2: how often lm-eval's k + 1 draw held them
+                rnd = random.Random(seed)
+                drawn_self += sum(5 + i in rnd.sample(range(33), k + 1) for i in range(3))
+    if name == "hellaswag":
+        assert drawn_self > 0
+        [t] = make_tasks(name, TaskConfig(data_dir=data_dir, num_fewshot=5, seed=1234))
+        for d in t.docs()[:3]:
+            assert all(t.fewshot_key(x) != t.fewshot_key(d) for x in t.shots(d)) and len(t.shots(d)) == 5
