@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from harness.data import rows_hash
 from harness.errors import HarnessError
 from harness.models.loading import (
     ModelSpec,
@@ -26,7 +27,7 @@ from harness.models.loading import (
     load_config,
 )
 from harness.results import atomic_write_json, header
-from harness.task import Task, TaskConfig, rows_hash
+from harness.task import ModelInfo, Task, TaskConfig
 from harness.train.loop import checkpoints, peak_memory_mb, train_loop
 from harness.train.spec import TrainSpec
 
@@ -41,15 +42,16 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def task_config(spec: TrainSpec, kind: str = "causal") -> TaskConfig:
+def task_config(spec: TrainSpec) -> TaskConfig:
+    """The evaluation settings of mid-run evaluation (the model kind reaches the task as ModelInfo, not here)."""
     return TaskConfig(data_dir=spec.data_dir, limit=spec.eval_limit, chat_template=spec.chat_template,
-                      max_new_tokens=spec.eval_max_new_tokens, model_kind=kind, options=dict(spec.task_options))
+                      max_new_tokens=spec.eval_max_new_tokens, options=dict(spec.task_options))
 
 
-def make_task(spec: TrainSpec, kind: str) -> Task:
+def make_task(spec: TrainSpec) -> Task:
     from harness.registry import make_tasks
 
-    made = make_tasks(spec.task, task_config(spec, kind))
+    made = make_tasks(spec.task, task_config(spec), flag="--task")
     if len(made) != 1:
         raise HarnessError(f"--task {spec.task}: a group of {len(made)} tasks; train on one member "
                            f"({', '.join(t.name for t in made[:5])}...)")
@@ -134,8 +136,8 @@ def train(spec: TrainSpec) -> Path:
                       bnb_4bit_compute_dtype=spec.bnb_4bit_compute_dtype, dtype=spec.dtype, device=spec.device,
                       batch_size=spec.batch_size, num_labels=spec.num_labels)
     kind = detect_kind(mspec, load_config(mspec))
-    task = make_task(spec, kind)
-    examples = task.train_examples(spec.train_split)
+    task = make_task(spec)
+    examples = task.train_examples(spec.train_split, ModelInfo(kind))
     if spec.train_limit is not None:
         examples = examples[: spec.train_limit]
     if not examples:
@@ -155,7 +157,7 @@ def train(spec: TrainSpec) -> Path:
     if evaluating:  # load evaluation data before the model: data errors surface first
         from harness.evaluate import load_tasks
 
-        eval_tasks = load_tasks([spec.task], task_config(spec, kind))
+        eval_tasks = load_tasks([spec.task], task_config(spec))
 
     seed_everything(spec.seed)  # classifier heads and LoRA A matrices are initialised from it
     hf_model, processor, kind, identity = load_base(mspec)
