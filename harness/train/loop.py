@@ -25,9 +25,9 @@ import torch
 
 from harness.errors import HarnessError
 from harness.progress import progress_bar
+from harness.train.outdir import CKPT_PREFIX
 from harness.train.spec import TrainSpec
 
-CKPT_PREFIX = "checkpoint-"
 BEST = "checkpoint-best"
 
 
@@ -176,7 +176,7 @@ def prune_checkpoints(out: Path, keep: int) -> None:
 def resume_from(out: Path, model: Any, opt: Any, sched: Any, spec: TrainSpec) -> TrainState:
     found = checkpoints(out)
     if not found:
-        raise HarnessError(f"--resume: no {CKPT_PREFIX}<step> directory in {out} (use --save-every N when training)")
+        raise HarnessError(f"--resume: no {CKPT_PREFIX}<step> directory in {out}")
     ckpt = found[-1]
     saved = json.loads((ckpt / "trainer_state.json").read_text())
     now = json.loads(json.dumps(spec.hyperparameters(), default=str))
@@ -235,45 +235,67 @@ def train_loop(model: Any, data: Data, spec: TrainSpec, out: Path, evaluate: Cal
             if spec.patience is not None and state.bad_evals >= spec.patience:
                 state.stopped_early = True
 
-    with progress_bar(f"train {spec.method} · {spec.task}", total=steps, quiet=spec.quiet) as advance:
-        advance(state.step)
-        while state.step < steps and not state.stopped_early:
-            t0 = time.perf_counter()
-            start = state.step * spec.grad_accum
-            window = [micro_batch(data, spec, start + j) for j in range(spec.grad_accum)]
-            n_items = max(1, sum(data.count(b) for b in window))
-            total = 0.0
-            for b in window:
-                b = {k: v.to(spec.device) if isinstance(v, torch.Tensor) else v for k, v in b.items()}
-                loss = data.loss(model, b)
-                (loss / n_items).backward()
-                total += float(loss.detach())
-                state.tokens += data.tokens(b)
-            if spec.max_grad_norm > 0:
-                torch.nn.utils.clip_grad_norm_(params, spec.max_grad_norm)
-            opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
-            state.step += 1
-            state.train_seconds += time.perf_counter() - t0
-            mean = total / n_items
-            if not math.isfinite(mean):
-                raise HarnessError(f"training diverged at step {state.step} (loss {mean}); lower --lr or raise --warmup-steps")
-            state.loss_curve.append([state.step, round(mean, 6)])
-            if spec.log_every and state.step % spec.log_every == 0:
-                _log(f"step {state.step}/{steps}: loss {mean:.4f}, lr {sched.get_last_lr()[0]:.2e}", spec.quiet)
-            if evaluate is not None and spec.eval_every and state.step % spec.eval_every == 0:
-                run_eval()
-            if spec.save_every and state.step % spec.save_every == 0:
-                save_checkpoint(out, f"{CKPT_PREFIX}{state.step}", model, opt, sched, state, spec, save_model)
-                prune_checkpoints(out, spec.save_total_limit)
-            advance(1)
+    try:
+        with progress_bar(f"train {spec.method} · {spec.task}", total=steps, quiet=spec.quiet) as advance:
+            advance(state.step)
+            while state.step < steps and not state.stopped_early:
+                mean = _step(model, data, spec, opt, sched, state, params)
+                state.loss_curve.append([state.step, round(mean, 6)])
+                if spec.log_every and state.step % spec.log_every == 0:
+                    _log(f"step {state.step}/{steps}: loss {mean:.4f}, lr {sched.get_last_lr()[0]:.2e}", spec.quiet)
+                if evaluate is not None and spec.eval_every and state.step % spec.eval_every == 0:
+                    run_eval()
+                if spec.save_every and state.step % spec.save_every == 0:
+                    save_checkpoint(out, f"{CKPT_PREFIX}{state.step}", model, opt, sched, state, spec, save_model)
+                    prune_checkpoints(out, spec.save_total_limit)
+                advance(1)
+    except KeyboardInterrupt:  # say what a rerun will do: continue from a checkpoint, or start again
+        print(interrupted_note(out, spec, state.step), file=sys.stderr)
+        raise
     if evaluate is not None and (not state.evals or state.evals[-1]["step"] != state.step):
         run_eval()  # the final weights are always evaluated
     if spec.patience is not None and state.best_step is not None and state.best_step != state.step:
         load_trainable(model, torch.load(out / BEST / "trainable.pt"), out / BEST)
         _log(f"restored the best weights (step {state.best_step}, {spec.metric} = {state.best_metric:.4f})", spec.quiet)
     return state
+
+
+def _step(model: Any, data: Data, spec: TrainSpec, opt: Any, sched: Any, state: TrainState,
+          params: list[torch.nn.Parameter]) -> float:
+    """One optimizer step over grad_accum micro-batches; returns its mean loss per item."""
+    t0 = time.perf_counter()
+    start = state.step * spec.grad_accum
+    window = [micro_batch(data, spec, start + j) for j in range(spec.grad_accum)]
+    n_items = max(1, sum(data.count(b) for b in window))
+    total = 0.0
+    for b in window:
+        b = {k: v.to(spec.device) if isinstance(v, torch.Tensor) else v for k, v in b.items()}
+        loss = data.loss(model, b)
+        (loss / n_items).backward()
+        total += float(loss.detach())
+        state.tokens += data.tokens(b)
+    if spec.max_grad_norm > 0:
+        torch.nn.utils.clip_grad_norm_(params, spec.max_grad_norm)
+    opt.step()
+    sched.step()
+    opt.zero_grad(set_to_none=True)
+    state.step += 1
+    state.train_seconds += time.perf_counter() - t0
+    mean = total / n_items
+    if not math.isfinite(mean):
+        raise HarnessError(f"training diverged at step {state.step} (loss {mean}); lower --lr or raise --warmup-steps")
+    return mean
+
+def interrupted_note(out: Path, spec: TrainSpec, step: int) -> str:
+    """What a rerun with --resume will do, printed when training is interrupted (Ctrl-C)."""
+    found = checkpoints(out)
+    if found:
+        return f"interrupted at step {step}: --resume continues from {found[-1]}"
+    if spec.save_every:
+        return (f"interrupted at step {step}, before the first checkpoint (step {spec.save_every}): no checkpoint has "
+                "been written yet, so --resume will start from scratch")
+    return (f"interrupted at step {step}: no checkpoint is written without --save-every N, so --resume will start "
+            "from scratch")
 
 
 def _log(msg: str, quiet: bool) -> None:

@@ -17,6 +17,8 @@ METHODS = ("lora", "qlora", "full")
 OPTIMIZERS = ("adamw", "adamw_8bit", "paged_adamw_8bit")
 SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "constant")
 BIASES = ("none", "all", "lora_only")
+KINDS = ("auto", "causal", "seq-cls", "image")
+DTYPES = ("float32", "fp32", "float16", "fp16", "bfloat16", "bf16", "auto")
 ALIASES = {"lr": "lr", "learning_rate": "lr", "rank": "r", "lora_alpha": "alpha", "lora_dropout": "dropout",
            "steps": "max_steps", "bs": "batch_size", "accum": "grad_accum", "gradient_accumulation_steps": "grad_accum"}
 
@@ -69,6 +71,7 @@ class TrainSpec:
     save_every: int | None = None  # optimizer steps
     save_total_limit: int = 2
     resume: bool = False
+    overwrite: bool = False  # replace what -o already holds (a finished run, checkpoints)
     # model loading
     dtype: str = "float32"
     bnb_4bit_compute_dtype: str = "float32"
@@ -91,6 +94,11 @@ class TrainSpec:
             raise bad("scheduler", f"unknown scheduler {self.scheduler!r} (use {', '.join(SCHEDULERS)})")
         if self.bias not in BIASES:
             raise bad("bias", f"unknown bias mode {self.bias!r} (use {', '.join(BIASES)})")
+        if self.model_kind not in KINDS:
+            raise bad("model_kind", f"unknown kind {self.model_kind!r} (use {', '.join(KINDS)})")
+        for name in ("dtype", "bnb_4bit_compute_dtype"):
+            if getattr(self, name) not in DTYPES:
+                raise bad(name, f"unknown dtype {getattr(self, name)!r} (use float32, float16, bfloat16 or auto)")
         for name in ("r", "batch_size", "grad_accum", "max_length", "num_cycles", "save_total_limit", "log_every"):
             if getattr(self, name) <= 0:
                 raise bad(name, f"must be > 0, got {getattr(self, name)}")
@@ -101,6 +109,8 @@ class TrainSpec:
                 raise bad(name, f"must be > 0, got {v}")
         if self.lr <= 0:
             raise bad("lr", f"must be > 0, got {self.lr}")
+        if self.alpha <= 0:
+            raise bad("alpha", f"must be > 0, got {self.alpha}")
         if self.epochs <= 0 and self.max_steps is None:
             raise bad("epochs", f"must be > 0, got {self.epochs}")
         if not 0 <= self.dropout < 1:
@@ -115,6 +125,8 @@ class TrainSpec:
             raise bad("method", "--use-dora / --use-rslora apply to lora and qlora only")
         if self.data_dir is not None and not Path(self.data_dir).is_dir():
             raise bad("data_dir", f"{self.data_dir}: not a directory")
+        if self.resume and self.overwrite:
+            raise bad("overwrite", "--overwrite replaces what -o holds, --resume continues it: pass one of them")
         return self
 
     # --- overrides from strings (sweep grids, --set) ------------------------------------------
@@ -126,11 +138,15 @@ class TrainSpec:
             if name not in types or name in ("model", "task", "output_dir", "task_options"):
                 raise HarnessError(f"{flag} {key}={raw}: unknown training option {key!r}")
             changes[name] = parse_value(str(types[name]), raw, f"{flag} {key}")
-        return dataclasses.replace(self, **changes).validate()
+        try:
+            return dataclasses.replace(self, **changes).validate()
+        except HarnessError as e:  # the flag the bad value came from, then what is wrong with it
+            given = " ".join(f"{k}={v}" for k, v in overrides.items())
+            raise HarnessError(f"{flag} {given}: {e}") from None
 
     def hyperparameters(self) -> dict[str, Any]:
         """What determines the trained weights (written to harness_train.json, compared on --resume)."""
-        skip = {"output_dir", "resume", "quiet", "log_every", "save_every", "save_total_limit", "device", "data_dir"}
+        skip = {"output_dir", "resume", "overwrite", "quiet", "log_every", "save_every", "save_total_limit", "device", "data_dir"}
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(self).items() if k not in skip}
 
     def target_list(self) -> list[str] | str | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 import sys
 import time
+import warnings
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -27,11 +28,10 @@ from harness.models.loading import (
     load_config,
 )
 from harness.results import atomic_write_json, header
-from harness.task import ModelInfo, Task, TaskConfig
+from harness.task import ModelInfo, Task, TaskConfig, check_options
 from harness.train.loop import checkpoints, peak_memory_mb, train_loop
+from harness.train.outdir import FINISHED, check_train_dir, clear
 from harness.train.spec import TrainSpec
-
-FINISHED = "harness_train.json"
 
 
 def seed_everything(seed: int) -> None:
@@ -88,15 +88,27 @@ def wrap_model(model: Any, kind: str, spec: TrainSpec) -> Any:
         auto_targets, heads = image_lora_targets(model)
         targets = targets or auto_targets
         to_save = to_save or heads
+    check_modules_to_save(model, spec)
     cfg = LoraConfig(r=spec.r, lora_alpha=spec.alpha, lora_dropout=spec.dropout, target_modules=targets, bias=spec.bias,
                      use_rslora=spec.use_rslora, use_dora=spec.use_dora, modules_to_save=to_save, task_type=task_type)
     try:
-        model = get_peft_model(model, cfg)
+        with warnings.catch_warnings():  # PEFT's chatter about its own choices; nothing the user can act on
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+            warnings.filterwarnings("ignore", message=".*fan_in_fan_out is set to False.*", category=UserWarning)
+            model = get_peft_model(model, cfg)
     except ValueError as e:
         raise HarnessError(f"--target-modules: {str(e).splitlines()[0][:200]}") from None
     if spec.method == "qlora":
         disable_avx512bf16_repack(model)
     return model
+
+
+def check_modules_to_save(model: Any, spec: TrainSpec) -> None:
+    """PEFT silently ignores a --modules-to-save name the model lacks; a typo would train nothing extra."""
+    names = [n for n, _ in model.named_modules()]
+    missing = [m for m in spec.save_list() or [] if not any(n == m or n.endswith("." + m) for n in names)]
+    if missing:
+        raise HarnessError(f"--modules-to-save: no module named {missing[0]!r} in {spec.model}")
 
 
 def count_params(model: Any) -> tuple[int, int]:
@@ -119,24 +131,60 @@ def build_data(kind: str, examples: list[dict[str, Any]], processor: Any, spec: 
     return ImageClassifyData(examples, processor)
 
 
-def train(spec: TrainSpec) -> Path:
-    """Train, write the checkpoint directory, return it."""
-    spec.validate()
-    t_start = time.time()
-    out = Path(spec.output_dir)
-    if (out / FINISHED).exists():
-        if spec.resume:
-            _log(f"{out} already holds a finished run ({FINISHED}); nothing to resume", spec.quiet)
-            return out
-        raise HarnessError(f"-o {out}: already holds a finished training run ({FINISHED}); use another directory")
-    if checkpoints(out) and not spec.resume:
-        raise HarnessError(f"-o {out}: has checkpoints of an unfinished run; pass --resume or use another directory")
+def check_device(device: str) -> None:
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise HarnessError(f"--device {device}: not a device (use cpu, cuda, cuda:N or mps)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise HarnessError(f"--device {device}: CUDA is not available on this machine")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise HarnessError(f"--device {device}: MPS is not available on this machine")
 
+
+def resolve(spec: TrainSpec) -> tuple[ModelSpec, str, Task]:
+    """The model's loading spec, its kind and the task: checked (config only, no weights) before anything is written."""
+    check_device(spec.device)
     mspec = ModelSpec(model=spec.model, kind=spec.model_kind, load_in_4bit=spec.method == "qlora",
                       bnb_4bit_compute_dtype=spec.bnb_4bit_compute_dtype, dtype=spec.dtype, device=spec.device,
                       batch_size=spec.batch_size, num_labels=spec.num_labels)
     kind = detect_kind(mspec, load_config(mspec))
     task = make_task(spec)
+    check_options([task], spec.task_options)  # a mistyped --task-option would otherwise be ignored silently
+    return mspec, kind, task
+
+
+def no_checkpoint_note(out: Path, spec: TrainSpec) -> str:
+    if spec.save_every:
+        return (f"--resume: no checkpoint has been written in {out} yet (the first comes at step {spec.save_every}); "
+                "training from scratch")
+    return (f"--resume: {out} holds no checkpoint (they are written only with --save-every N); training from scratch")
+
+
+def prepare_output(spec: TrainSpec) -> tuple[TrainSpec, bool] | None:
+    """Check -o against --resume / --overwrite: (spec to run, whether -o must be emptied first), or None if done."""
+    out = Path(spec.output_dir)
+    found = checkpoints(out) if out.is_dir() else []
+    must_clear = check_train_dir(out, spec.resume, spec.overwrite, bool(found))
+    if spec.resume and (out / FINISHED).exists():
+        _log(f"{out} already holds a finished run ({FINISHED}); nothing to resume", spec.quiet)
+        return None
+    if spec.resume and not found:
+        print(no_checkpoint_note(out, spec), file=sys.stderr)
+        spec = replace(spec, resume=False)
+    return spec, must_clear
+
+
+def train(spec: TrainSpec) -> Path:
+    """Train, write the checkpoint directory, return it."""
+    spec.validate()
+    t_start = time.time()
+    out = Path(spec.output_dir)
+    prepared = prepare_output(spec)
+    if prepared is None:
+        return out
+    spec, must_clear = prepared
+    mspec, kind, task = resolve(spec)
     examples = task.train_examples(spec.train_split, ModelInfo(kind))
     if spec.train_limit is not None:
         examples = examples[: spec.train_limit]
@@ -193,7 +241,8 @@ def train(spec: TrainSpec) -> Path:
         model.save_pretrained(path)
         processor.save_pretrained(path)
 
-    out.mkdir(parents=True, exist_ok=True)
+    if must_clear:  # --overwrite (or --resume with nothing to resume): every input is valid, replace the old run
+        clear(out)
     state = train_loop(model, data, spec, out, evaluate, higher, save_model if spec.method != "full" else None)
     save_model(out)
     record = {
