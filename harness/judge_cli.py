@@ -45,6 +45,15 @@ ResumeOpt = Annotated[bool, typer.Option(help="Continue an earlier (killed) run 
 OverwriteOpt = Annotated[bool, typer.Option(help="Replace earlier output instead of refusing to.")]
 
 
+def _check_writable(path: Path, flag: str, is_dir: bool = False) -> None:
+    """Fail before any work when `path` cannot be written (it, or a directory above it, is the wrong kind of thing)."""
+    if path.exists() and path.is_dir() != is_dir:
+        raise HarnessError(f"{flag} {path}: {'not a directory' if is_dir else 'is a directory'}")
+    parent = next(p for p in path.parents if p.exists()) if not path.exists() else None
+    if parent is not None and not parent.is_dir():
+        raise HarnessError(f"{flag} {path}: {parent} is not a directory")
+
+
 def _check_rerun(resume: bool, overwrite: bool) -> None:
     if resume and overwrite:
         raise HarnessError("--resume and --overwrite: pass one or the other (continue, or start afresh)")
@@ -138,8 +147,7 @@ def generate(
     check_positive(max_new_tokens, "--max-new-tokens")
     _check_sampling(temperature, top_p)
     _check_rerun(resume, overwrite)
-    if output_dir.exists() and not output_dir.is_dir():
-        raise HarnessError(f"--output-dir {output_dir}: not a directory")
+    _check_writable(output_dir, "--output-dir", is_dir=True)
     qs = load_questions(questions, data_dir, limit=limit)
     spec = model_spec(model, adapter, with_base, load_in_4bit, load_in_8bit, bnb_4bit_compute_dtype, dtype, device,
                       batch_size, "causal", revision, trust_remote_code)
@@ -310,8 +318,7 @@ def _output(kind: str, opts: dict[str, Any], jobs: list[Any]) -> tuple[Path, dic
     from judges.grading import read_finished
 
     out = opts["output"] or Path("judgments") / f"{kind}__{opts['judge'].replace('/', '__')}.jsonl"
-    if out.is_dir():
-        raise HarnessError(f"-o {out}: is a directory (give the judgments JSONL file)")
+    _check_writable(out, "-o")
     if not out.exists() or opts["overwrite"]:
         return out, {}, False
     if not opts["resume"]:
@@ -464,6 +471,9 @@ def tournament(
     )
     from judges.ratings import elo as run_elo
 
+    for path, flag in ((output, "-o"), (plot, "--plot")):
+        if path is not None:
+            _check_writable(path, flag)
     data = load_judgments(files, parse_options(rename, "--rename"))
     sections = ["# Ratings", "", "Inputs: " + ", ".join(f"`{Path(p).name}` ({fmt})" for p, fmt in data.sources.items()), ""]
     tables = []

@@ -132,27 +132,53 @@ def cache_key(settings: JudgeSettings, messages: Messages) -> str:
 
 
 class ResponseCache:
-    """sqlite table key -> (text, prompt_tokens, completion_tokens); only successful replies are stored."""
+    """sqlite table key -> (text, prompt_tokens, completion_tokens); only successful replies are stored.
+
+    The file is created with the first reply, so a run that got none (bad key, endpoint down) leaves nothing.
+    """
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(str(path), timeout=30)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")  # no fsync per reply: a crash loses at most the latest replies
-        self.db.execute("CREATE TABLE IF NOT EXISTS replies (key TEXT PRIMARY KEY, model TEXT, text TEXT, "
-                        "prompt_tokens INTEGER, completion_tokens INTEGER, created REAL)")
-        self.db.commit()
+        self.path = path
+        self.db: sqlite3.Connection | None = None
+        if path.exists():
+            self._open()
+        else:  # checked now, not at the first reply in the middle of the run
+            parent = next(p for p in path.parents if p.exists())
+            if not parent.is_dir():
+                raise HarnessError(f"--cache {path}: {parent} is not a directory")
+
+    def _open(self) -> sqlite3.Connection:
+        if self.path.is_dir():
+            raise HarnessError(f"--cache {self.path}: is a directory (give a file, e.g. {self.path / 'judge.sqlite'})")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(str(self.path), timeout=30)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")  # no fsync per reply: a crash loses at most the latest replies
+            db.execute("CREATE TABLE IF NOT EXISTS replies (key TEXT PRIMARY KEY, model TEXT, text TEXT, "
+                       "prompt_tokens INTEGER, completion_tokens INTEGER, created REAL)")
+            db.commit()
+        except sqlite3.DatabaseError as e:  # another file given as --cache
+            db.close()
+            raise HarnessError(f"--cache {self.path}: not a judge cache ({e})") from None
+        self.db = db
+        return db
 
     def get(self, key: str) -> tuple[str, int, int] | None:
+        if self.db is None:
+            return None
         row = self.db.execute("SELECT text, prompt_tokens, completion_tokens FROM replies WHERE key = ?", (key,)).fetchone()
         return (row[0], int(row[1]), int(row[2])) if row else None
 
     def put(self, key: str, model: str, text: str, pt: int, ct: int) -> None:
-        self.db.execute("INSERT OR REPLACE INTO replies VALUES (?, ?, ?, ?, ?, ?)", (key, model, text, pt, ct, time.time()))
-        self.db.commit()
+        db = self.db or self._open()
+        db.execute("INSERT OR REPLACE INTO replies VALUES (?, ?, ?, ?, ?, ?)", (key, model, text, pt, ct, time.time()))
+        db.commit()
 
     def close(self) -> None:
-        self.db.close()
+        if self.db is not None:
+            self.db.close()
+            self.db = None
 
 
 def retry_after_seconds(value: str | None) -> float | None:
