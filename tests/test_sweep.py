@@ -1,4 +1,4 @@
-"""`harness sweep`: grid parsing, every point trained and evaluated, finished points skipped on re-run."""
+"""`harness sweep`: grid parsing, every point trained and evaluated, finished points skipped on a --resume re-run."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import run_main
 
 from harness.errors import HarnessError
 from harness.train import trainer
@@ -36,7 +37,8 @@ def test_bad_grid_value_fails_before_training(tiny_gpt2: Path, gsm8k_data: Path,
 
 
 def test_sweep_trains_evaluates_and_skips_finished(tiny_gpt2: Path, gsm8k_data: Path, tmp_path: Path,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+                                                   monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "sweep"
     base = TrainSpec(model=str(tiny_gpt2), task="gsm8k", output_dir=out, data_dir=gsm8k_data, method="lora",
                      target_modules="c_attn", max_steps=3, batch_size=4, train_limit=16, max_length=96,
@@ -65,17 +67,21 @@ def test_sweep_trains_evaluates_and_skips_finished(tiny_gpt2: Path, gsm8k_data: 
     import shutil
 
     shutil.rmtree(out / "results" / "r=2_lr=1e-3")
+    n_files = len(list(out.rglob("*")))
     before = (out / "results" / "r=1_lr=1e-4" / "results.json").stat().st_mtime_ns
-    from typer.testing import CliRunner
-
-    from harness.cli import _register_commands, app
-
-    _register_commands()  # the re-run goes through `harness sweep`
-    r = CliRunner().invoke(app, ["sweep", "--model", str(tiny_gpt2), "--task", "gsm8k", "--grid", "r=1,2;lr=1e-4,1e-3",
-                                 "-o", str(out), "--data-dir", str(gsm8k_data), "--target-modules", "c_attn",
-                                 "--max-steps", "3", "--batch-size", "4", "--limit", "3", "--max-new-tokens", "6",
-                                 "--set", "train_limit=16", "--set", "max_length=96", "--quiet"])
-    assert r.exit_code == 0, r.output
-    assert "r=2_lr=1e-3" in r.output  # the leaderboard is printed
+    # the re-run goes through `harness sweep`
+    args = ["sweep", "--model", str(tiny_gpt2), "--task", "gsm8k", "--grid", "r=1,2;lr=1e-4,1e-3",
+            "-o", str(out), "--data-dir", str(gsm8k_data), "--target-modules", "c_attn",
+            "--max-steps", "3", "--batch-size", "4", "--limit", "3", "--max-new-tokens", "6",
+            "--set", "train_limit=16", "--set", "max_length=96", "--quiet"]
+    code, _, err = run_main(monkeypatch, capsys, *args)  # without --resume an existing sweep is refused
+    assert code == 2 and "--resume" in err and len(list(out.rglob("*"))) == n_files
+    steps_at = args.index("--max-steps") + 1
+    changed = [*args[:steps_at], "4", *args[steps_at + 1:]]
+    code, _, err = run_main(monkeypatch, capsys, *changed, "--resume")  # a point trained otherwise is not reused
+    assert code == 2 and "point r=1_lr=1e-4" in err and "max_steps=3" in err, err
+    code, stdout, err = run_main(monkeypatch, capsys, *args, "--resume")
+    assert code == 0, err[-3000:]
+    assert "r=2_lr=1e-3" in stdout  # the leaderboard is printed
     assert (out / "results" / "r=1_lr=1e-4" / "results.json").stat().st_mtime_ns == before
     assert (out / "results" / "r=2_lr=1e-3" / "results.json").exists()

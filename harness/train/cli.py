@@ -73,6 +73,7 @@ def train(
     save_every: Annotated[int | None, typer.Option(help="Checkpoint every N steps (for --resume).")] = None,
     save_total_limit: Annotated[int, typer.Option(help="Periodic checkpoints kept.")] = 2,
     resume: Annotated[bool, typer.Option(help="Continue from the last checkpoint in -o.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace the training run -o already holds.")] = False,
     gradient_checkpointing: Annotated[bool | None, typer.Option(help="Recompute activations (default: qlora only).")
                                       ] = None,
     dtype: DtypeOpt = "float32",
@@ -98,7 +99,8 @@ def train(
         task_options=parse_options(task_option), train_split=train_split, train_limit=train_limit,
         eval_every=eval_every, eval_limit=eval_limit, eval_max_new_tokens=eval_max_new_tokens, metric=metric,
         patience=patience, save_every=save_every, save_total_limit=save_total_limit, resume=resume,
-        gradient_checkpointing=gradient_checkpointing, dtype=dtype, bnb_4bit_compute_dtype=bnb_4bit_compute_dtype,
+        overwrite=overwrite, gradient_checkpointing=gradient_checkpointing, dtype=dtype,
+        bnb_4bit_compute_dtype=bnb_4bit_compute_dtype,
         device=device, model_kind=model_kind, num_labels=num_labels, log_every=log_every, quiet=quiet,
     ).validate().with_overrides(parse_options(set_, "--set"))
     out = do_train(spec)
@@ -127,13 +129,15 @@ def sweep(
     max_new_tokens: MaxNewOpt = None,
     eval_batch_size: Annotated[int, typer.Option(help="Requests per model call when evaluating.")] = 8,
     with_base: Annotated[bool, typer.Option(help="Also evaluate the base model (the leaderboard's reference).")] = True,
+    resume: Annotated[bool, typer.Option(help="Finish the sweep in -o: keep finished points, resume the rest.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace the sweep -o already holds.")] = False,
     dtype: DtypeOpt = "float32",
     device: DeviceOpt = "cpu",
     model_kind: KindOpt = "auto",
     set_: SetOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """Train and evaluate every grid point (finished points are skipped); leaderboard + metric plots."""
+    """Train and evaluate every grid point (with --resume, finished points are skipped); leaderboard + metric plots."""
     from harness.train.spec import TrainSpec
     from harness.train.sweep import run_sweep
 
@@ -143,7 +147,7 @@ def sweep(
                      chat_template=chat_template, eval_max_new_tokens=max_new_tokens, dtype=dtype, device=device,
                      model_kind=model_kind, quiet=quiet).validate().with_overrides(parse_options(set_, "--set"))
     summary = run_sweep(base, grid, output_dir, limit=limit, eval_batch_size=eval_batch_size, with_base=with_base,
-                        alpha_ratio=alpha_ratio, argv=sys.argv)
+                        alpha_ratio=alpha_ratio, argv=sys.argv, resume=resume, overwrite=overwrite)
     print(summary.read_text())
 
 

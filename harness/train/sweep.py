@@ -2,8 +2,9 @@
 
 Layout of -o DIR: points/<point>/ (checkpoints), results/<point>/results.json (evaluations, and
 results/base/), leaderboard.md, sweep.json, sweep.csv, sweep.png. A point counts as finished when
-both its harness_train.json and its results.json exist, so a re-run (or a killed sweep) only does
-what is missing; an interrupted training resumes from its last checkpoint.
+both its harness_train.json and its results.json exist, so a re-run with --resume (after a change to
+the grid, or a killed sweep) only does what is missing; an interrupted training resumes from its last
+checkpoint. Without --resume or --overwrite, a -o that already holds a sweep is refused.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 
 from harness.errors import HarnessError
 from harness.results import atomic_write_json, atomic_write_text, header, read_results
+from harness.train.outdir import check_sweep_dir, clear
 from harness.train.spec import ALIASES, TrainSpec
 
 
@@ -72,40 +74,97 @@ def _evaluate(spec: TrainSpec, results: Path, name: str, limit: int | None, batc
 
 
 def run_sweep(base: TrainSpec, grid: str, out: Path, limit: int | None = None, eval_batch_size: int = 8,
-              with_base: bool = True, alpha_ratio: float | None = None, argv: list[str] | None = None) -> Path:
-    """Run every missing point; write the summaries; return the leaderboard path."""
-    from harness.train.loop import checkpoints
-    from harness.train.trainer import FINISHED, train
+              with_base: bool = True, alpha_ratio: float | None = None, argv: list[str] | None = None,
+              resume: bool = False, overwrite: bool = False) -> Path:
+    """Run every missing point; write the summaries; return the leaderboard path.
 
-    points = parse_grid(grid)
-    specs = []
-    for p in points:  # validate the whole grid before training anything
-        name = point_name(p)
-        s = base.with_overrides(p, "--grid")
-        if alpha_ratio is not None and not any(ALIASES.get(k, k) == "alpha" for k in p):
-            s = replace(s, alpha=alpha_ratio * s.r)
-        specs.append((name, p, replace(s, output_dir=out / "points" / name)))
+    Everything is checked before anything is written: the grid, the model's config, the task and -o
+    (an earlier sweep there is continued only with `resume`, replaced only with `overwrite`). The base
+    model is evaluated last, so a point that fails to start (a bad --target-modules) leaves -o as it was.
+    """
+    from harness.train.trainer import FINISHED, resolve
+
+    for flag, value in (("--limit", limit), ("--eval-batch-size", eval_batch_size), ("--alpha-ratio", alpha_ratio)):
+        if value is not None and value <= 0:
+            raise HarnessError(f"{flag}: must be > 0, got {value}")
+    parse_grid(grid)
+    _, _, task = resolve(base)
+    metric = base.metric or task.metrics[0]
+    if metric not in task.metrics:
+        raise HarnessError(f"--metric {metric}: task {task.name} reports {', '.join(task.metrics)}")
+    base = replace(base, metric=metric)
+    specs = point_specs(base, grid, out, alpha_ratio)
+    must_clear = check_sweep_dir(out, resume, overwrite)
+    if resume:
+        check_resumable(out, base, specs)
+    if must_clear:
+        clear(out)
     results = out / "results"
+    rows: list[dict[str, Any]] = []
+    for i, (name, point, spec) in enumerate(specs, 1):
+        res_path = _run_point(spec, results / name, f"[{i}/{len(specs)}] {name}", limit, eval_batch_size)
+        rows.append(_row(name, point, spec.output_dir / FINISHED, res_path, spec.task))
     if with_base and not (results / "base" / "results.json").exists():
         _log("evaluating the base model", base.quiet)
         _evaluate(base, results, "base", limit, eval_batch_size, None)
-    rows: list[dict[str, Any]] = []
-    for i, (name, point, spec) in enumerate(specs, 1):
-        ck = spec.output_dir
-        res_path = results / name / "results.json"
-        if (ck / FINISHED).exists() and res_path.exists():
-            _log(f"[{i}/{len(specs)}] {name}: finished earlier, skipped", base.quiet)
-        else:
-            if not (ck / FINISHED).exists():
-                _log(f"[{i}/{len(specs)}] {name}: training", base.quiet)
-                train(replace(spec, resume=bool(checkpoints(ck))))
-            _log(f"[{i}/{len(specs)}] {name}: evaluating", base.quiet)
-            res_path = _evaluate(spec, results, name, limit, eval_batch_size, ck)
-        rows.append(_row(name, point, ck / FINISHED, res_path, spec.task))
     base_metrics = None
     if (results / "base" / "results.json").exists():
         base_metrics = _metrics(read_results(results / "base" / "results.json"), base.task)
     return _write_summary(out, base, grid, rows, base_metrics, argv)
+
+
+def point_specs(base: TrainSpec, grid: str, out: Path, alpha_ratio: float | None) -> list[tuple[str, dict[str, str],
+                                                                                                  TrainSpec]]:
+    """(name, grid values, spec) of every point, each validated: a bad value fails before anything trains."""
+    specs = []
+    for p in parse_grid(grid):
+        s = base.with_overrides(p, "--grid")
+        if alpha_ratio is not None and not any(ALIASES.get(k, k) == "alpha" for k in p):
+            s = replace(s, alpha=alpha_ratio * s.r)
+        name = point_name(p)
+        specs.append((name, p, replace(s, output_dir=out / "points" / name, resume=False, overwrite=False)))
+    return specs
+
+
+def check_resumable(out: Path, base: TrainSpec, specs: list[tuple[str, dict[str, str], TrainSpec]]) -> None:
+    """--resume continues the same sweep: same model and task, and each finished point trained as it would be now."""
+    from harness.train.trainer import FINISHED
+
+    if (out / "sweep.json").exists():
+        old = json.loads((out / "sweep.json").read_text())
+        for key in ("model", "task"):
+            if old.get(key) != getattr(base, key):
+                raise HarnessError(f"--resume: -o {out} is a sweep with {key} {old.get(key)!r}, not {getattr(base, key)!r}; "
+                                   "pass --overwrite to replace it or use another directory")
+    for name, _, spec in specs:
+        record = spec.output_dir / FINISHED
+        if not record.exists():
+            continue  # unfinished points resume from their checkpoints, which train() checks the same way
+        saved = json.loads(record.read_text()).get("hyperparameters", {})
+        now = json.loads(json.dumps(spec.hyperparameters(), default=str))
+        diff = [k for k in now if saved.get(k) != now[k]]
+        if diff:
+            k = diff[0]
+            raise HarnessError(f"--resume: point {name} in {out} was trained with {k}={saved.get(k)!r}, now {now[k]!r}; "
+                               "pass the same options, or --overwrite to start again")
+
+
+def _run_point(spec: TrainSpec, results: Path, label: str, limit: int | None, batch_size: int) -> Path:
+    """Train (or resume) and evaluate one point unless done earlier; returns its results.json."""
+    from harness.train.loop import checkpoints
+    from harness.train.trainer import FINISHED, train
+
+    ck = spec.output_dir
+    res_path = results / "results.json"
+    if (ck / FINISHED).exists() and res_path.exists():
+        _log(f"{label}: finished earlier, skipped", spec.quiet)
+        return res_path
+    if not (ck / FINISHED).exists():
+        _log(f"{label}: training", spec.quiet)
+        found = bool(checkpoints(ck)) if ck.is_dir() else False
+        train(replace(spec, resume=found, overwrite=not found))  # leftovers of a run killed before a checkpoint go
+    _log(f"{label}: evaluating", spec.quiet)
+    return _evaluate(spec, results.parent, results.name, limit, batch_size, ck)
 
 
 def _metrics(res: dict[str, Any], task: str) -> dict[str, float]:
