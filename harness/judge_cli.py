@@ -246,6 +246,9 @@ def _settings(opts: dict[str, Any]) -> Any:
     from judges.client import DEFAULT_BASE_URL, JudgeSettings
 
     base_url = opts["judge_base_url"] or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
+    if not base_url.startswith(("http://", "https://")) or len(base_url.split("://", 1)[1].strip("/")) == 0:
+        flag = "--judge-base-url" if opts["judge_base_url"] else "OPENAI_BASE_URL"
+        raise HarnessError(f"{flag} {base_url}: expected an http:// or https:// URL, e.g. http://127.0.0.1:8000/v1")
     if not os.environ.get("OPENAI_API_KEY") and base_url == DEFAULT_BASE_URL:
         raise HarnessError("OPENAI_API_KEY is not set (the judge key is read from the environment only)")
     settings = JudgeSettings(model=opts["judge"], base_url=base_url, temperature=opts["temperature"],

@@ -12,6 +12,7 @@ The format is detected per file from its rows; model names come from the rows or
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -158,7 +159,9 @@ def _read_rows(path: Path, rows: list[dict[str, Any]], fmt: str) -> Judgments:
         names = qlora_pair_from_name(path) if "-vs-" in path.stem else fastchat_pair_from_name(path)
     elif fmt == "qlora-threeclass":
         names = qlora_pair_from_name(path)
-    reader = {"harness": _ours_row, "fastchat-review": _fastchat_row, "qlora-threeclass": _qlora_row}[fmt]
+    readers: dict[str, Callable[..., None]] = {"harness": _ours_row, "fastchat-review": _fastchat_row,
+                                                "qlora-threeclass": _qlora_row}
+    reader = readers[fmt]
     for i, row in enumerate(rows, 1):
         try:
             reader(out, row, path, i, *names)

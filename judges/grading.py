@@ -164,6 +164,8 @@ def multi_jobs(questions: list[Question], answers: dict[str, dict[str, list[str]
 
             def finish(rec: dict[str, Any], cs: list[Completion], order: list[str] = order) -> dict[str, Any]:
                 c = cs[0]
+                scores: list[float | None]
+                errs: list[str | None]
                 if c.text is None:
                     scores, errs = [None] * len(order), [c.error] * len(order)
                 else:

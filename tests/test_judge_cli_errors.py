@@ -70,6 +70,8 @@ CASES = [
     Case("single-unreachable-judge", ("judge", "single", *ANS, *Q, *JUDGE, "--judge-base-url", "{dead}",
                                       "--max-attempts", "2", "--backoff", "0.001"), 3,
          "4 of 4 judgments failed at the judge endpoint"),
+    Case("single-bad-base-url", ("judge", "single", *ANS, *Q, *JUDGE, "--judge-base-url", "localhost:8000/v1"), 2,
+         "--judge-base-url localhost:8000/v1: expected an http"),
     Case("single-key-refused", ("judge", "single", *ANS, *Q, *JUDGE, "--judge-base-url", "{locked}"), 3, "HTTP 401"),
     # judge multi and pairwise
     Case("multi-one-model", ("judge", "multi", "--answers", "{ws}/answers/a.jsonl", *Q, *JUDGE), 2, "at least two models"),
