@@ -17,13 +17,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from harness.backends.base import Session, VariantInfo
 from harness.data import rows_hash
 from harness.errors import HarnessError
 from harness.metrics.stats import Metric
 from harness.models.loading import (
     ModelSpec,
     Variant,
-    iter_variants,
     model_key,
     read_adapter_config,
     short_name,
@@ -32,7 +32,7 @@ from harness.models.loading import (
 from harness.registry import make_tasks
 from harness.requests import Generate, LogLikelihood, Request
 from harness.results import atomic_write_json, atomic_write_jsonl, header
-from harness.runner import run_requests
+from harness.runner import run_mixed, run_requests
 from harness.store import Store
 from harness.task import Doc, ModelInfo, Task, TaskConfig, check_options
 
@@ -124,15 +124,13 @@ def request_prompt(reqs: list[Request]) -> Any:
     return shown[0] if len(shown) == 1 else shown
 
 
-def evaluate_task(variant: Variant, task: Task, docs: list[Doc], data_hash: str, store: Store | None,
-                  resume: bool, quiet: bool) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Score one task on one model variant: (the task's results entry, per-sample records)."""
-    t0 = time.time()
-    model = ModelInfo(variant.identity.get("kind", "causal"))
-    per_doc = [task.requests(d, model) for d in docs]
-    flat = [r for reqs in per_doc for r in reqs]
-    answers = run_requests(variant.model, model_key(variant.identity), flat, store, resume, quiet,
-                           description=f"{variant.label} · {task.name}")
+def build_requests(task: Task, docs: list[Doc], model: ModelInfo) -> list[list[Request]]:
+    return [task.requests(d, model) for d in docs]
+
+
+def score_task(task: Task, docs: list[Doc], per_doc: list[list[Request]], answers: dict[str, Any], data_hash: str,
+               model: ModelInfo, wall_time: float) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """(the task's results entry, per-sample records) from its answers."""
     samples = []
     for d, reqs in zip(docs, per_doc):
         rec = task.score(d, [answers[r.key()] for r in reqs], model)
@@ -142,6 +140,7 @@ def evaluate_task(variant: Variant, task: Task, docs: list[Doc], data_hash: str,
     agg = task.aggregate(samples)
     metrics = {k: v.to_json() for k, v in agg.items() if isinstance(v, Metric)}
     details = {k: v for k, v in agg.items() if not isinstance(v, Metric)}
+    flat = [r for reqs in per_doc for r in reqs]
     kinds = sorted({r.kind for r in flat})
     entry: dict[str, Any] = {
         "version": task.version,
@@ -154,11 +153,37 @@ def evaluate_task(variant: Variant, task: Task, docs: list[Doc], data_hash: str,
         "seed": task.cfg.seed,
         "num_fewshot": task.fewshot_used(),
         "generation": generation_used(flat),
-        "wall_time_s": round(time.time() - t0, 3),
+        "wall_time_s": round(wall_time, 3),
     }
     if details:
         entry["details"] = details
     return entry, samples
+
+
+def evaluate_task(variant: Variant, task: Task, docs: list[Doc], data_hash: str, store: Store | None,
+                  resume: bool, quiet: bool) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Score one task on one loaded model variant (the trainer's mid-run evaluation)."""
+    t0 = time.time()
+    model = ModelInfo(variant.identity.get("kind", "causal"))
+    per_doc = build_requests(task, docs, model)
+    flat = [r for reqs in per_doc for r in reqs]
+    answers = run_requests(variant.model, model_key(variant.identity), flat, store, resume, quiet,
+                           description=f"{variant.label} · {task.name}")
+    return score_task(task, docs, per_doc, answers, data_hash, model, time.time() - t0)
+
+
+def answer_mixed(session: Session, task: Task, docs: list[Doc], data_hash: str, store: Store, spec: RunSpec
+                 ) -> dict[str, tuple[dict[str, Any], list[dict[str, Any]]]]:
+    """{variant label: (entry, samples)} of one task, every variant's requests in batches that mix them (for a
+    backend whose engine serves all adapters at once)."""
+    t0 = time.time()
+    model = ModelInfo(session.kind)
+    per_doc = build_requests(task, docs, model)
+    flat = [r for reqs in per_doc for r in reqs]
+    keyed = {v.label: (model_key(v.identity), flat) for v in session.variants}
+    got = run_mixed(session, keyed, store, spec.resume, spec.quiet, description=f"{len(keyed)} variant(s) · {task.name}")
+    wall = time.time() - t0
+    return {label: score_task(task, docs, per_doc, answers, data_hash, model, wall) for label, answers in got.items()}
 
 
 def plan_run_dirs(spec: RunSpec) -> dict[str, Path]:
@@ -205,43 +230,72 @@ def write_run_dir(run_dir: Path, results: dict[str, Any], samples: dict[str, lis
     return run_dir / "results.json"
 
 
+def open_session(spec: ModelSpec) -> Session:
+    from harness.backends import get_backend
+
+    return get_backend(spec.backend)().open(spec)
+
+
 def run(spec: RunSpec, argv: list[str] | None = None) -> list[Path]:
     """Evaluate every variant on every task; returns the results.json paths written."""
+    from harness.backends import get_backend
+
+    backend = get_backend(spec.model.backend)  # a missing extra is an error before any data or model loads
     for a in spec.model.adapters:
         read_adapter_config(a)  # flags first: a wrong --adapter should not wait for data loading
     run_dirs = plan_run_dirs(spec)
     loaded = load_tasks(spec.tasks, spec.task_cfg)
+    session = backend().open(spec.model)
     store: Store | None = None
     written: list[Path] = []
     try:
-        for variant in iter_variants(spec.model):
-            if store is None:  # opened once the model has loaded: a failed load leaves no empty store behind
-                check_honoured(spec.task_cfg, loaded, ModelInfo(variant.identity.get("kind", "causal")))
-                store = Store.open(spec.output_dir / ".store.sqlite", spec.resume)
-            run_dir = run_dirs[variant.label]
-            log(f"evaluating {variant.label} -> {run_dir}", spec.quiet)
-            tasks_out: dict[str, Any] = {}
-            all_samples: dict[str, list[dict[str, Any]]] = {}
-            for task, docs, data_hash in loaded:
-                entry, samples = evaluate_task(variant, task, docs, data_hash, store, spec.resume, spec.quiet)
-                tasks_out[task.name] = entry
-                all_samples[task.name] = samples
-            ident = {k: v for k, v in variant.identity.items()}
-            ident["device"] = spec.model.device
-            results = {
-                **header(),
-                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                "label": variant.label,
-                "model": ident,
-                "run": {"command": argv or sys.argv, "batch_size": spec.model.batch_size, "limit": spec.task_cfg.limit,
-                        "num_fewshot": spec.task_cfg.num_fewshot, "seed": spec.task_cfg.seed,
-                        "samples": spec.task_cfg.samples, "temperature": spec.task_cfg.temperature},
-                "tasks": tasks_out,
-            }
-            path = write_run_dir(run_dir, results, all_samples)
+        check_honoured(spec.task_cfg, loaded, ModelInfo(session.kind))
+        # opened once the model has loaded: a failed load leaves no empty store behind
+        store = Store.open(spec.output_dir / ".store.sqlite", spec.resume)
+        engine = {**session.describe(), "options": spec.model.backend_options}
+
+        def write(v: VariantInfo, tasks_out: dict[str, Any], samples: dict[str, list[dict[str, Any]]]) -> None:
+            path = write_run_dir(run_dirs[v.label], results_record(spec, v, engine, tasks_out, argv), samples)
             written.append(path)
             log(f"wrote {path}", spec.quiet)
+
+        if session.mixes_variants:
+            outs: dict[str, dict[str, Any]] = {v.label: {} for v in session.variants}
+            rows: dict[str, dict[str, list[dict[str, Any]]]] = {v.label: {} for v in session.variants}
+            for task, docs, data_hash in loaded:
+                for label, (entry, samples) in answer_mixed(session, task, docs, data_hash, store, spec).items():
+                    outs[label][task.name], rows[label][task.name] = entry, samples
+            for v in session.variants:
+                write(v, outs[v.label], rows[v.label])
+        else:  # one variant at a time, in order, each written before the next adapter is applied
+            for v in session.variants:
+                variant = Variant(v.label, session.model_for(v.label), v.identity, v.adapter_path)
+                log(f"evaluating {v.label} -> {run_dirs[v.label]}", spec.quiet)
+                out_v: dict[str, Any] = {}
+                rows_v: dict[str, list[dict[str, Any]]] = {}
+                for task, docs, data_hash in loaded:
+                    out_v[task.name], rows_v[task.name] = evaluate_task(variant, task, docs, data_hash, store,
+                                                                        spec.resume, spec.quiet)
+                write(v, out_v, rows_v)
     finally:
+        session.close()
         if store is not None:
             store.close()
     return written
+
+
+def results_record(spec: RunSpec, v: VariantInfo, engine: dict[str, Any], tasks_out: dict[str, Any],
+                   argv: list[str] | None) -> dict[str, Any]:
+    ident = {k: val for k, val in v.identity.items()}
+    ident["device"] = spec.model.device
+    return {
+        **header(),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "label": v.label,
+        "model": ident,
+        "backend": engine,
+        "run": {"command": argv or sys.argv, "batch_size": spec.model.batch_size, "limit": spec.task_cfg.limit,
+                "num_fewshot": spec.task_cfg.num_fewshot, "seed": spec.task_cfg.seed,
+                "samples": spec.task_cfg.samples, "temperature": spec.task_cfg.temperature},
+        "tasks": tasks_out,
+    }

@@ -36,6 +36,8 @@ class ModelSpec:
     trust_remote_code: bool = False
     batch_size: int = 8
     num_labels: int | None = None  # seq-cls / image heads when no adapter says otherwise
+    backend: str = "hf"  # the engine that answers (harness.backends entry point)
+    backend_options: dict[str, Any] = field(default_factory=dict)  # typed --backend-option values
 
 
 def file_hash(path: Path, h: Any | None = None) -> str:
