@@ -189,9 +189,17 @@ COMMAND_MODULES: list[str] = [
 ]
 
 
+_registered = False
+
+
 def _register_commands() -> None:
+    """Add every command module to `app`, once per process (main() may run many times in one test process)."""
+    global _registered
+    if _registered:
+        return
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(app)
+    _registered = True
 
 
 # Warnings known to be noise for a harness user (message regexes); anything else is shown.

@@ -7,9 +7,9 @@ several turns (MT-bench has two); references (for math, reasoning and coding) ar
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -144,9 +144,12 @@ def read_answers(path: Path) -> tuple[str, dict[str, list[str]]]:
 
 
 def answer_row(question: Question, model_id: str, replies: list[str], generation: dict[str, Any]) -> dict[str, Any]:
-    """One FastChat-format answer row."""
+    """One FastChat-format answer row. The answer id is derived from what was answered and how, so identical runs
+    write identical rows (FastChat only needs it unique)."""
     qid: int | str = int(question.question_id) if question.question_id.isdigit() else question.question_id
-    return {"question_id": qid, "answer_id": uuid.uuid4().hex[:22], "model_id": model_id,
+    blob = json.dumps([model_id, question.question_id, replies, generation], sort_keys=True, default=str)
+    answer_id = hashlib.sha256(blob.encode()).hexdigest()[:22]
+    return {"question_id": qid, "answer_id": answer_id, "model_id": model_id,
             "choices": [{"index": 0, "turns": replies}], "tstamp": time.time(), "generation_settings": generation}
 
 

@@ -136,16 +136,6 @@ def _snapshot(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): (b"<dir>" if p.is_dir() else p.read_bytes()) for p in sorted(root.rglob("*"))}
 
 
-@pytest.fixture(autouse=True)
-def _commands_registered_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    """harness.cli.main registers every command module on each call; undo that after each case, or the 40 in-process
-    runs rebuild an ever longer command list (seconds per case by the end)."""
-    from harness.cli import app
-
-    monkeypatch.setattr(app, "registered_commands", list(app.registered_commands))
-    monkeypatch.setattr(app, "registered_groups", list(app.registered_groups))
-
-
 @pytest.fixture(scope="module")
 def servers() -> Iterator[dict[str, str]]:
     with socket.socket() as s:
