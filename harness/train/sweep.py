@@ -82,17 +82,14 @@ def run_sweep(base: TrainSpec, grid: str, out: Path, limit: int | None = None, e
     (an earlier sweep there is continued only with `resume`, replaced only with `overwrite`). The base
     model is evaluated last, so a point that fails to start (a bad --target-modules) leaves -o as it was.
     """
-    from harness.train.trainer import FINISHED, resolve
+    from harness.train.trainer import FINISHED, check_metric, resolve
 
     for flag, value in (("--limit", limit), ("--eval-batch-size", eval_batch_size), ("--alpha-ratio", alpha_ratio)):
         if value is not None and value <= 0:
             raise HarnessError(f"{flag}: must be > 0, got {value}")
     parse_grid(grid)
     _, _, task = resolve(base)
-    metric = base.metric or task.metrics[0]
-    if metric not in task.metrics:
-        raise HarnessError(f"--metric {metric}: task {task.name} reports {', '.join(task.metrics)}")
-    base = replace(base, metric=metric)
+    base = replace(base, metric=check_metric(base, task))  # as train() records it, so --resume can compare
     specs = point_specs(base, grid, out, alpha_ratio)
     must_clear = check_sweep_dir(out, resume, overwrite)
     if resume:
@@ -113,8 +110,10 @@ def run_sweep(base: TrainSpec, grid: str, out: Path, limit: int | None = None, e
     return _write_summary(out, base, grid, rows, base_metrics, argv)
 
 
-def point_specs(base: TrainSpec, grid: str, out: Path, alpha_ratio: float | None) -> list[tuple[str, dict[str, str],
-                                                                                                  TrainSpec]]:
+Point = tuple[str, dict[str, str], TrainSpec]  # name, grid values, the point's full spec
+
+
+def point_specs(base: TrainSpec, grid: str, out: Path, alpha_ratio: float | None) -> list[Point]:
     """(name, grid values, spec) of every point, each validated: a bad value fails before anything trains."""
     specs = []
     for p in parse_grid(grid):
@@ -126,7 +125,7 @@ def point_specs(base: TrainSpec, grid: str, out: Path, alpha_ratio: float | None
     return specs
 
 
-def check_resumable(out: Path, base: TrainSpec, specs: list[tuple[str, dict[str, str], TrainSpec]]) -> None:
+def check_resumable(out: Path, base: TrainSpec, specs: list[Point]) -> None:
     """--resume continues the same sweep: same model and task, and each finished point trained as it would be now."""
     from harness.train.trainer import FINISHED
 

@@ -10,6 +10,7 @@ import random
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -175,6 +176,45 @@ def prepare_output(spec: TrainSpec) -> tuple[TrainSpec, bool] | None:
     return spec, must_clear
 
 
+def training_examples(spec: TrainSpec, task: Task, kind: str) -> list[dict[str, Any]]:
+    examples = task.train_examples(spec.train_split, ModelInfo(kind))
+    if spec.train_limit is not None:
+        examples = examples[: spec.train_limit]
+    if not examples:
+        raise HarnessError(f"task {task.name}: split {spec.train_split!r} has no training examples")
+    return examples
+
+
+def check_metric(spec: TrainSpec, task: Task) -> str:
+    """The metric evaluations and early stopping use (the task's first unless --metric names another)."""
+    metric = spec.metric or task.metrics[0]
+    if metric not in task.metrics:
+        raise HarnessError(f"--metric {metric}: task {task.name} reports {', '.join(task.metrics)}")
+    return metric
+
+
+def evaluator(eval_tasks: list[tuple[Task, list[Any], str]] | None, spec: TrainSpec, mspec: ModelSpec, model: Any,
+              processor: Any, identity: dict[str, Any], kind: str) -> tuple[Callable[[], float] | None, bool]:
+    """(evaluate the model being trained through the task itself, whether higher is better), or (None, True)."""
+    if eval_tasks is None:
+        return None, True
+    etask, docs, dhash = eval_tasks[0]
+    wrapper = _wrapper(kind)
+    eval_spec = replace(mspec, batch_size=max(spec.batch_size, 8))
+    ident = {**identity, "adapter": "in-training"}
+
+    def evaluate() -> float:
+        from harness.evaluate import evaluate_task
+
+        if spec.method == "qlora":
+            disable_avx512bf16_repack(model)
+        variant = Variant("in-training", wrapper(model, processor, ident, eval_spec), ident)
+        entry, _ = evaluate_task(variant, etask, docs, dhash, None, False, True)
+        return entry["metrics"][str(spec.metric)]["value"]
+
+    return evaluate, etask.higher_is_better
+
+
 def train(spec: TrainSpec) -> Path:
     """Train, write the checkpoint directory, return it."""
     spec.validate()
@@ -185,15 +225,9 @@ def train(spec: TrainSpec) -> Path:
         return out
     spec, must_clear = prepared
     mspec, kind, task = resolve(spec)
-    examples = task.train_examples(spec.train_split, ModelInfo(kind))
-    if spec.train_limit is not None:
-        examples = examples[: spec.train_limit]
-    if not examples:
-        raise HarnessError(f"task {task.name}: split {spec.train_split!r} has no training examples")
-    metric = spec.metric or task.metrics[0]
-    if metric not in task.metrics:
-        raise HarnessError(f"--metric {metric}: task {task.name} reports {', '.join(task.metrics)}")
-    spec = replace(spec, metric=metric)
+    examples = training_examples(spec, task, kind)
+    spec = replace(spec, metric=check_metric(spec, task))
+    metric = spec.metric
     regression = False
     if kind != "causal":
         from harness.train.classify import label_space
@@ -219,23 +253,7 @@ def train(spec: TrainSpec) -> Path:
          spec.quiet)
     data = build_data(kind, examples, processor, spec, regression)
 
-    evaluate = None
-    higher = True
-    if eval_tasks is not None:
-        etask, docs, dhash = eval_tasks[0]
-        higher = etask.higher_is_better
-        wrapper = _wrapper(kind)
-        eval_spec = replace(mspec, batch_size=max(spec.batch_size, 8))
-        ident = {**identity, "adapter": "in-training"}
-
-        def evaluate() -> float:
-            from harness.evaluate import evaluate_task
-
-            if spec.method == "qlora":
-                disable_avx512bf16_repack(model)
-            variant = Variant("in-training", wrapper(model, processor, ident, eval_spec), ident)
-            entry, _ = evaluate_task(variant, etask, docs, dhash, None, False, True)
-            return entry["metrics"][metric]["value"]
+    evaluate, higher = evaluator(eval_tasks, spec, mspec, model, processor, identity, kind)
 
     def save_model(path: Path) -> None:
         model.save_pretrained(path)
