@@ -90,6 +90,10 @@ class FewShotTask(Task):
         return model.kind == "causal"
 
     def fewshot_used(self) -> int | dict[str, int]:
+        return self.shots_used()
+
+    def shots_used(self) -> int:
+        """k, or fewer when the train split could not give k exemplars to every row."""
         return self.cfg.fewshot if self._shots_used is None else self._shots_used
 
     def draw_fewshot(self, docs: list[Doc]) -> None:

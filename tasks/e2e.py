@@ -8,6 +8,9 @@ run's decoding settings (the LoRA paper used `--num-beams 10 --length-penalty 0.
 Metrics are corpus-level and identical to the official scorer's (see harness/metrics/nlg.py): BLEU, NIST, METEOR,
 ROUGE_L, CIDEr, with bootstrap standard errors (none for METEOR). `--task-option skip_meteor=1` runs without Java.
 
+`--num-fewshot k`: k (MR, reference) pairs of the train split (drawn by --seed, never the evaluated MR), each the
+zero-shot prompt plus ` {reference}` and a blank line, open the prompt (with --chat-template: user/assistant turns).
+
 Task options (also as `e2e.KEY=`, which wins, when other tasks share the run): data=FILE, train_data=FILE,
 prompt=TEMPLATE (with {mr}; `\\n` for a newline), skip_meteor=1, bootstrap_iters=N (default 200; 0 for none).
 """
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import re
 import shutil
+from collections.abc import Hashable
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +28,8 @@ from harness.errors import HarnessError
 from harness.metrics.nlg import JAVA_MISSING, METRICS, E2EScores, coco_tokenize, rouge_l
 from harness.metrics.stats import Metric
 from harness.requests import Answer, Request
-from harness.task import CAUSAL, Doc, ModelInfo, Task, generate_request
+from harness.task import CAUSAL, Doc, ModelInfo, generate_request
+from tasks._common import FEWSHOT_DELIMITER, FewShotTask
 
 DEFAULT_PROMPT = "Meaning representation: {mr}\nDescription:"
 CHAT_INSTRUCTION = "Write one sentence describing this restaurant: {mr}"
@@ -176,7 +181,7 @@ def _flag(value: str | None) -> bool:
     return (value or "").strip().lower() in ("1", "true", "yes", "on")
 
 
-class E2E(Task):
+class E2E(FewShotTask):
     name = "e2e"
     version = "1"
     output_type = "generate"
@@ -203,9 +208,20 @@ class E2E(Task):
             raise HarnessError(JAVA_MISSING)  # before any generation, not after it
         pairs, where = self._pairs("test")
         self.source_description = where
-        return [{"id": str(i), "mr": mr, "refs": refs} for i, (mr, refs) in enumerate(group_pairs(pairs, where))]
+        docs = [{"id": str(i), "mr": mr, "refs": refs} for i, (mr, refs) in enumerate(group_pairs(pairs, where))]
+        self.draw_fewshot(docs)
+        return docs
+
+    def fewshot_pool(self) -> tuple[list[dict[str, str]], str]:
+        """One row per (MR, reference) pair of the train split, as for training."""
+        pairs, where = self._pairs("train")
+        return [{"mr": mr, "ref": ref} for mr, ref in pairs if ref], where
+
+    def fewshot_key(self, row: dict[str, Any]) -> Hashable:
+        return row["mr"]
 
     def prompt(self, mr: str) -> str | tuple[tuple[str, str], ...]:
+        """The zero-shot prompt (also the training prompt)."""
         if self.cfg.chat_template:
             return (("user", CHAT_INSTRUCTION.format(mr=mr)),)
         template = (self.option("prompt") or DEFAULT_PROMPT).replace("\\n", "\n")
@@ -213,12 +229,21 @@ class E2E(Task):
             raise HarnessError(f"--task-option prompt={template!r}: the template needs a {{mr}} placeholder")
         return template.format(mr=mr)
 
+    def fewshot_prompt(self, doc: Doc) -> str | tuple[tuple[str, str], ...]:
+        """Exemplars as the zero-shot prompt plus ` {reference}`, each followed by a blank line (chat: turns)."""
+        shots = self.shots(doc)
+        prompt = self.prompt(doc["mr"])
+        if isinstance(prompt, tuple):
+            turns = [t for s in shots for t in (*self.prompt(s["mr"]), ("assistant", s["ref"]))]
+            return (*turns, *prompt)
+        return "".join(f"{self.prompt(s['mr'])} {s['ref']}{FEWSHOT_DELIMITER}" for s in shots) + prompt
+
     def requests(self, doc: Doc, model: ModelInfo = CAUSAL) -> list[Request]:
-        return [generate_request(self.cfg, self.prompt(doc["mr"]), STOP, max_new_tokens=64)]
+        return [generate_request(self.cfg, self.fewshot_prompt(doc), STOP, max_new_tokens=64)]
 
     def score(self, doc: Doc, answers: list[Answer], model: ModelInfo = CAUSAL) -> dict[str, Any]:
         output = answers[0][0].split("\n")[0].strip()
-        prompt = self.prompt(doc["mr"])
+        prompt = self.fewshot_prompt(doc)
         return {
             "prompt": prompt if isinstance(prompt, str) else [list(m) for m in prompt],
             "mr": doc["mr"],

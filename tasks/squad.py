@@ -5,12 +5,15 @@ Data: hub `rajpurkar/squad` (validation), the official `dev-v1.1.json` (`DIR/squ
 `Context: ...\\nQuestion: ...\\nAnswer:` (`--task-option prompt=...` with {context} and {question}; `\\n` for a newline);
 the answer is cut at the first newline. Scores are the official ones: x100, max over gold answers
 (harness/metrics/squad.py). Training examples (train-v1.1.json or hub train) use the first answer span as target.
+`--num-fewshot k`: k questions of that train split (drawn by --seed, never the evaluated question), each the
+zero-shot prompt plus ` {first answer}` and a blank line, open the prompt (with --chat-template: user/assistant turns).
 Task options data=, train_data=, prompt= may be written `squad.KEY=` (which wins) when other tasks share the run.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Hashable
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +22,8 @@ from harness.errors import HarnessError
 from harness.metrics.squad import exact_match_score, f1_score, max_over_ground_truths, squad_questions
 from harness.metrics.stats import Metric, mean_stderr
 from harness.requests import Answer, Request
-from harness.task import CAUSAL, Doc, ModelInfo, Task, generate_request
+from harness.task import CAUSAL, Doc, ModelInfo, generate_request
+from tasks._common import FEWSHOT_DELIMITER, FewShotTask
 
 DEFAULT_PROMPT = "Context: {context}\nQuestion: {question}\nAnswer:"
 STOP = ("\n",)
@@ -67,7 +71,7 @@ def load_official_dataset(path: Path) -> tuple[list[dict[str, Any]], Any]:
     return data["data"], data.get("version")
 
 
-class SQuAD(Task):
+class SQuAD(FewShotTask):
     name = "squad"
     version = "1"
     output_type = "generate"
@@ -98,18 +102,37 @@ class SQuAD(Task):
             if r["id"] in seen:
                 raise HarnessError(f"{where}: duplicate question id {r['id']}")
             seen.add(r["id"])
+        self.draw_fewshot(rows)
         return rows
 
-    def prompt(self, doc: Doc) -> str | tuple[tuple[str, str], ...]:
+    def fewshot_pool(self) -> tuple[list[Doc], str]:
+        rows, where = self._rows("train")
+        return [r for r in rows if r["answers"]], where
+
+    def fewshot_key(self, row: Doc) -> Hashable:
+        return row["context"], row["question"]
+
+    def text(self, doc: Doc) -> str:
         template = (self.option("prompt") or DEFAULT_PROMPT).replace("\\n", "\n")
         for key in ("{context}", "{question}"):
             if key not in template:
                 raise HarnessError(f"--task-option prompt={template!r}: the template needs a {key} placeholder")
-        text = template.format(context=doc["context"], question=doc["question"])
-        return (("user", text),) if self.cfg.chat_template else text
+        return template.format(context=doc["context"], question=doc["question"])
+
+    def prompt(self, doc: Doc) -> str | tuple[tuple[str, str], ...]:
+        """The zero-shot prompt (also the training prompt)."""
+        return self.fewshot_prompt(doc, [])
+
+    def fewshot_prompt(self, doc: Doc, shots: list[Doc] | None = None) -> str | tuple[tuple[str, str], ...]:
+        """Exemplars as the zero-shot prompt plus ` {first answer}`, each followed by a blank line (chat: turns)."""
+        shots = self.shots(doc) if shots is None else shots
+        if self.cfg.chat_template:
+            turns = [t for s in shots for t in (("user", self.text(s)), ("assistant", s["answers"][0]))]
+            return (*turns, ("user", self.text(doc)))
+        return "".join(f"{self.text(s)} {s['answers'][0]}{FEWSHOT_DELIMITER}" for s in shots) + self.text(doc)
 
     def requests(self, doc: Doc, model: ModelInfo = CAUSAL) -> list[Request]:
-        return [generate_request(self.cfg, self.prompt(doc), STOP, max_new_tokens=32)]
+        return [generate_request(self.cfg, self.fewshot_prompt(doc), STOP, max_new_tokens=32)]
 
     def score(self, doc: Doc, answers: list[Answer], model: ModelInfo = CAUSAL) -> dict[str, Any]:
         output = answers[0][0]
