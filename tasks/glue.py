@@ -25,7 +25,7 @@ from __future__ import annotations
 import csv
 import math
 import re
-import sys
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,7 @@ from harness.metrics import classification as cm
 from harness.metrics.stats import Metric
 from harness.requests import Answer, Classify, LogLikelihood, Request
 from harness.task import CAUSAL, Doc, ModelInfo, Task, TaskConfig
+from tasks._common import FEWSHOT_DELIMITER, FewShotTask
 
 
 @dataclass(frozen=True)
@@ -147,7 +148,7 @@ def _apply_slice(rows: list[Any], a: str | None, b: str | None) -> list[Any]:
     return rows[idx(a, 0): idx(b, len(rows))]
 
 
-class GlueTask(Task):
+class GlueTask(FewShotTask):
     """One GLUE task; everything that differs between tasks is in its Spec."""
 
     version = "1"
@@ -211,7 +212,8 @@ class GlueTask(Task):
             raise HarnessError(f"{where}: label {text} out of range (0..{len(s.names) - 1} = {', '.join(s.names)})")
         return y
 
-    def _rows(self, split: str) -> list[Doc]:
+    def _rows(self, split: str) -> tuple[list[Doc], str]:
+        """(rows, where) of a split, optionally sliced (`validation[:50%]`)."""
         s = self.spec
         name, a, b = _parse_slice(split)
         src, raw = self._load(name)
@@ -229,12 +231,18 @@ class GlueTask(Task):
                     raise HarnessError(f"{where}: missing column {' or '.join(alts)}")
                 inputs.append(str(r[c]))
             rows.append({"id": str(len(rows)), "inputs": inputs, "label": self._label(r[col], where)})
-        rows = _apply_slice(rows, a, b)
-        self.source_description = src + (split[len(name):] if split != name else "")
-        return rows
+        return _apply_slice(rows, a, b), src + (split[len(name):] if split != name else "")
 
     def docs(self) -> list[Doc]:
-        return self._rows(self._opt("split") or "validation")
+        docs, self.source_description = self._rows(self._opt("split") or "validation")
+        self.draw_fewshot(docs)
+        return docs
+
+    def fewshot_pool(self) -> tuple[list[Doc], str]:
+        return self._rows("train")
+
+    def fewshot_key(self, row: Doc) -> Hashable:
+        return tuple(row["inputs"]), row["label"]
 
     # --- prompts and requests -----------------------------------------------------------
     def prompt(self, doc: Doc) -> str:
@@ -244,15 +252,20 @@ class GlueTask(Task):
             inputs[1] = h if h.endswith(".") else h + "."
         return self.spec.prompt.format(*inputs)
 
+    def target(self, doc: Doc) -> str:
+        """The label word (STS-B: the score rounded to 0..5), as the causal training target."""
+        return f" {round(doc['label'])}" if self.spec.names is None else self.spec.words[doc["label"]]
+
+    def context(self, doc: Doc) -> str:
+        """Few-shot: each exemplar is the zero-shot prompt plus its label word and a blank line."""
+        return "".join(f"{self.prompt(s)}{self.target(s)}{FEWSHOT_DELIMITER}" for s in self.shots(doc)) + self.prompt(doc)
+
     def requests(self, doc: Doc, model: ModelInfo = CAUSAL) -> list[Request]:
         kind = model.kind
         if kind == "seq-cls":
             return [Classify(tuple(doc["inputs"]))]
         if kind == "causal":
-            if self.cfg.num_fewshot and not getattr(self, "_warned", False):
-                print(f"warning: {self.name}: GLUE prompts are zero-shot; --num-fewshot is ignored", file=sys.stderr)
-                self._warned = True
-            ctx = self.prompt(doc)
+            ctx = self.context(doc)
             return [LogLikelihood(ctx, w) for w in self.spec.words]
         raise HarnessError(f"task {self.name}: needs a text classifier (seq-cls) or a causal LM, not a {kind} model")
 
@@ -276,7 +289,7 @@ class GlueTask(Task):
             pred: float | int = logits[0] if s.names is None else max(range(len(logits)), key=logits.__getitem__)
         else:
             lls = [float(a[0]) for a in answers]
-            rec["prompt"] = self.prompt(doc)
+            rec["prompt"] = self.context(doc)
             rec["loglikelihoods"] = dict(zip(s.words, lls))
             if s.names is None:  # expected score under the distribution over the six score words
                 top = max(lls)
@@ -312,11 +325,9 @@ class GlueTask(Task):
     # --- training -----------------------------------------------------------------------
     def train_examples(self, split: str = "train", model: ModelInfo = CAUSAL) -> list[dict[str, Any]]:
         """Classifier rows {"inputs", "label"} (seq-cls) or {"prompt", "target"} with the label word (causal)."""
-        rows = self._rows(split)
+        rows, self.source_description = self._rows(split)  # the trainer records where its examples came from
         if model.kind == "causal":
-            if self.spec.names is None:
-                return [{"prompt": self.prompt(r), "target": f" {round(r['label'])}"} for r in rows]
-            return [{"prompt": self.prompt(r), "target": self.spec.words[r["label"]]} for r in rows]
+            return [{"prompt": self.prompt(r), "target": self.target(r)} for r in rows]
         return [{"inputs": tuple(r["inputs"]), "label": r["label"]} for r in rows]
 
 
@@ -410,11 +421,25 @@ class GlueGroup(Task):
                     out.append({**docs[i], "id": f"{m.name}/{docs[i]['id']}", "task": m.name})
         return out
 
+    def _member(self, doc: Doc) -> tuple[GlueTask, Doc]:
+        """The member task of a group row, and the row under the member's own id (its exemplars are drawn by it)."""
+        return self.members[doc["task"]], {**doc, "id": doc["id"].split("/", 1)[1]}
+
     def requests(self, doc: Doc, model: ModelInfo = CAUSAL) -> list[Request]:
-        return self.members[doc["task"]].requests(doc, model)
+        member, mdoc = self._member(doc)
+        return member.requests(mdoc, model)
 
     def score(self, doc: Doc, answers: list[Answer], model: ModelInfo = CAUSAL) -> dict[str, Any]:
-        return {"task": doc["task"], **self.members[doc["task"]].score(doc, answers, model)}
+        member, mdoc = self._member(doc)
+        return {"task": doc["task"], **member.score(mdoc, answers, model)}
+
+    def supports_fewshot(self, model: ModelInfo) -> bool:
+        return all(m.supports_fewshot(model) for m in self.members.values())
+
+    def fewshot_used(self) -> int | dict[str, int]:
+        """One number when every member used the same k, else each member's."""
+        used = {m.name: m.shots_used() for m in self._selected()}
+        return next(iter(used.values())) if len(set(used.values())) == 1 else used
 
     def aggregate(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
         by_task: dict[str, list[dict[str, Any]]] = {}

@@ -17,6 +17,8 @@ and log P(" False"); `generate` parses the verdict from free text (`Final Output
 `false.`, `The answer is TRUE because ...`); an output with no verdict counts as wrong and is
 counted in `unparseable`. A seq-cls model gets (question + answer, solution) pairs, label 1 = True.
 Metrics: accuracy, precision/recall/F1 of each class; the confusion matrix goes in details.
+`--num-fewshot k` (causal modes): k rows of the train split (as for training: without the rows validation took),
+drawn by --seed, never the evaluated row, each the prompt plus ` True`/` False` and a blank line (chat: turns).
 """
 
 from __future__ import annotations
@@ -24,14 +26,16 @@ from __future__ import annotations
 import json
 import random
 import re
+from collections.abc import Hashable
 from pathlib import Path
 from typing import Any
 
-from harness.data import find_local, load_hub, read_table, require
+from harness.data import Hub, find_local, require, rows_from
 from harness.errors import HarnessError
 from harness.metrics import classification as cm
 from harness.requests import Answer, Classify, LogLikelihood, Request
-from harness.task import CAUSAL, Doc, ModelInfo, Task, generate_request
+from harness.task import CAUSAL, Doc, ModelInfo, generate_request
+from tasks._common import FEWSHOT_DELIMITER, FewShotTask
 
 HUB = "ad6398/nyu-dl-teach-maths-comp"
 VALIDATION_ROWS = 1000
@@ -83,7 +87,7 @@ def _as_bool(value: Any, where: str) -> bool:
     raise HarnessError(f"{where}: is_correct {value!r} is not True/False")
 
 
-class MathVerify(Task):
+class MathVerify(FewShotTask):
     name = "math_verify"
     version = "1"
     metrics = ("acc", "f1_true", "f1_false")
@@ -97,39 +101,46 @@ class MathVerify(Task):
         return {**super().describe(), "output_type": "loglikelihood | generate (mode=) | classify (seq-cls)"}
 
     # --- data ---------------------------------------------------------------------------
-    def _file(self, split: str) -> Path | None:
-        return find_local(self.cfg.data_dir, *(f"math_verify/{split}.{ext}" for ext in ("parquet", "jsonl", "csv", "json")))
+    def _layouts(self, split: str) -> tuple[str, ...]:
+        return tuple(f"math_verify/{split}.{ext}" for ext in ("parquet", "jsonl", "csv", "json"))
 
     def _raw(self, split: str) -> tuple[str, list[dict[str, Any]]]:
         """(source, rows) of a split: local file, else the hub; `validation` falls back to the tail of train."""
         option = self.option("file")
         if option and split != "train":
-            return option, read_table(Path(option))
-        path = self._file(split)
-        if path is not None:
-            return str(path), read_table(path)
-        if split == "validation":
+            rows, where = rows_from(option, None, (), None, flag="--task-option file")
+            return where, rows
+        if split == "validation" and find_local(self.cfg.data_dir, *self._layouts(split)) is None:
             src, rows = self._raw("train")
             return f"{src}[-{VALIDATION_ROWS}:]", rows[-VALIDATION_ROWS:]
-        if self.cfg.data_dir is not None:
-            raise HarnessError(f"--data-dir {self.cfg.data_dir}: no math_verify/{split}.parquet, .jsonl or .csv there")
-        return f"hub:{HUB}/{split}", load_hub(HUB, None, split, f"math_verify/{split}.jsonl")
+        rows, where = rows_from(None, self.cfg.data_dir, self._layouts(split), Hub(HUB, None, split))
+        return where, rows
 
-    def _rows(self, split: str) -> list[Doc]:
+    def _rows(self, split: str) -> tuple[list[Doc], str]:
+        """(rows, where) of a split; train leaves out the rows the validation split took from its tail."""
         src, raw = self._raw(split)
-        if split == "train" and self._file("validation") is None and not self.option("file"):
+        held_out = find_local(self.cfg.data_dir, *self._layouts("validation")) is None and not self.option("file")
+        if split == "train" and held_out:
             raw = raw[:-VALIDATION_ROWS] if len(raw) > VALIDATION_ROWS else []  # the tail is the validation split
-        self.source_description = src
+            src = f"{src}[:-{VALIDATION_ROWS}]"
         docs = []
         for i, r in enumerate(raw, 1):
             where = f"{src} row {i}"
             require(r, COLUMNS, where)
             docs.append({"id": str(i - 1), "question": str(r["question"]), "answer": str(r["answer"]),
                          "solution": str(r["solution"]), "label": int(_as_bool(r["is_correct"], where))})
-        return docs
+        return docs, src
 
     def docs(self) -> list[Doc]:
-        return self._rows(self.option("split", "validation") or "validation")
+        docs, self.source_description = self._rows(self.option("split", "validation") or "validation")
+        self.draw_fewshot(docs)
+        return docs
+
+    def fewshot_pool(self) -> tuple[list[Doc], str]:
+        return self._rows("train")
+
+    def fewshot_key(self, row: Doc) -> Hashable:
+        return row["question"], row["answer"], row["solution"], row["label"]
 
     # --- prompt and requests ------------------------------------------------------------
     def template(self) -> str:
@@ -171,11 +182,22 @@ class MathVerify(Task):
             return [Classify((f"{doc['question']}\nAnswer: {doc['answer']}", doc["solution"]))]
         if model.kind != "causal":
             raise HarnessError(f"task {self.name}: needs a causal LM or a text classifier, not a {model.kind} model")
-        prompt = self.prompt(doc)
         if mode == "generate":
-            chat = (("user", prompt),) if self.cfg.chat_template else None
-            return [generate_request(self.cfg, chat or prompt, STOP, max_new_tokens=32)]
+            return [generate_request(self.cfg, self.fewshot_prompt(doc, self.cfg.chat_template), STOP, max_new_tokens=32)]
+        prompt = self.fewshot_prompt(doc, chat=False)
+        assert isinstance(prompt, str)
         return [LogLikelihood(prompt, " False"), LogLikelihood(prompt, " True")]
+
+    def target(self, doc: Doc) -> str:
+        return " True" if doc["label"] else " False"
+
+    def fewshot_prompt(self, doc: Doc, chat: bool) -> str | tuple[tuple[str, str], ...]:
+        """Exemplars as the zero-shot prompt plus ` True`/` False`, each followed by a blank line (chat: turns)."""
+        shots = self.shots(doc)
+        if chat:
+            turns = [t for s in shots for t in (("user", self.prompt(s)), ("assistant", self.target(s).strip()))]
+            return (*turns, ("user", self.prompt(doc)))
+        return "".join(f"{self.prompt(s)}{self.target(s)}{FEWSHOT_DELIMITER}" for s in shots) + self.prompt(doc)
 
     # --- scoring ------------------------------------------------------------------------
     def score(self, doc: Doc, answers: list[Answer], model: ModelInfo = CAUSAL) -> dict[str, Any]:
@@ -220,11 +242,11 @@ class MathVerify(Task):
     # --- training -----------------------------------------------------------------------
     def train_examples(self, split: str = "train", model: ModelInfo = CAUSAL) -> list[dict[str, Any]]:
         """Causal: the evaluation prompt and " True"/" False"; seq-cls: the input pair and label 1 = True."""
-        rows = self._rows(split)
+        rows, self.source_description = self._rows(split)  # the trainer records where its examples came from
         if model.kind == "seq-cls":
             return [{"inputs": (f"{r['question']}\nAnswer: {r['answer']}", r["solution"]), "label": r["label"]}
                     for r in rows]
-        return [{"prompt": self.prompt(r), "target": " True" if r["label"] else " False"} for r in rows]
+        return [{"prompt": self.prompt(r), "target": self.target(r)} for r in rows]
 
 
 # --- the project's own small data set in the competition layout --------------------------
