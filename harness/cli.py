@@ -10,24 +10,11 @@ from typing import Annotated
 import typer
 
 from harness.errors import HarnessError
+from harness.models.loading import ModelSpec
+from harness.options import check_positive, model_options, parse_options
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Evaluate language models and their LoRA / QLoRA adapters; train those adapters.")
-
-
-def parse_options(pairs: list[str] | None, flag: str = "--task-option") -> dict[str, str]:
-    out: dict[str, str] = {}
-    for p in pairs or []:
-        if "=" not in p:
-            raise HarnessError(f"{flag} {p!r}: expected KEY=VALUE")
-        k, v = p.split("=", 1)
-        out[k.strip()] = v.strip()
-    return out
-
-
-def check_positive(value: int | None, flag: str, allow_zero: bool = False) -> None:
-    if value is not None and (value < 0 or (value == 0 and not allow_zero)):
-        raise HarnessError(f"{flag}: must be {'>= 0' if allow_zero else '> 0'}, got {value}")
 
 
 # Options shared by every command that loads a model (run, forgetting, generate, train).
@@ -59,21 +46,10 @@ def model_spec(model: str, adapter: list[str] | None, with_base: bool, load_in_4
 
 
 @app.command()
+@model_options()
 def run(
-    model: ModelOpt,
+    model: ModelSpec,
     tasks: Annotated[str, typer.Option("--tasks", "-t", help="Comma-separated task names (see `harness tasks`).")],
-    adapter: AdapterOpt = None,
-    with_base: WithBaseOpt = False,
-    load_in_4bit: Load4Opt = False,
-    load_in_8bit: Load8Opt = False,
-    bnb_4bit_compute_dtype: ComputeOpt = "float32",
-    dtype: DtypeOpt = "float32",
-    device: DeviceOpt = "cpu",
-    batch_size: BatchOpt = 8,
-    model_kind: KindOpt = "auto",
-    revision: RevisionOpt = None,
-    trust_remote_code: TrustOpt = False,
-    num_labels: Annotated[int | None, typer.Option(help="Classifier head size when no adapter sets it.")] = None,
     limit: Annotated[int | None, typer.Option("--limit", "-l", help="Evaluate the first N rows.")] = None,
     num_fewshot: Annotated[int | None, typer.Option(
         "--num-fewshot", "-k", help="Exemplars in the prompt (default: zero-shot; an lm-eval task's own default).")] = None,
@@ -117,9 +93,7 @@ def run(
             raise HarnessError(f"--prompt-template {prompt_template}: file not found")
         cfg.options["prompt_template"] = str(prompt_template)
     spec = RunSpec(
-        model=model_spec(model, adapter, with_base, load_in_4bit, load_in_8bit, bnb_4bit_compute_dtype, dtype, device,
-                         batch_size, model_kind, revision, trust_remote_code, num_labels),
-        tasks=parse_task_list(tasks), task_cfg=cfg, output_dir=output_dir, run_name=run_name, resume=resume,
+        model=model, tasks=parse_task_list(tasks), task_cfg=cfg, output_dir=output_dir, run_name=run_name, resume=resume,
         overwrite=overwrite, quiet=quiet)
     for path in do_run(spec, argv=sys.argv):
         _print_summary(path)
@@ -136,6 +110,25 @@ def _print_summary(path: Path) -> None:
             se = f" ± {v['stderr']:.4f}" if v.get("stderr") is not None else ""
             parts.append(f"{m}={v['value']:.4f}{se}")
         print(f"  {task} (n={entry['n']}): " + ", ".join(parts))
+
+
+@app.command("backends")
+def list_backends() -> None:
+    """List every registered backend: what it answers, what it needs installed, its --backend-option keys."""
+    from importlib.metadata import entry_points
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from harness.backends import GROUP
+
+    t = Table("backend", "answers", "installed", "options", "what it is")
+    for ep in sorted(entry_points(group=GROUP), key=lambda e: e.name):
+        cls = ep.load()
+        missing = cls.missing()
+        need = "yes" if not missing else f"no: pip install 'harness[{cls.extra}]'" if cls.extra else f"no ({missing})"
+        t.add_row(ep.name, ", ".join(cls.answers), need, ", ".join(sorted(cls.options)) or "-", cls.summary)
+    Console(width=200).print(t)
 
 
 @app.command("tasks")
@@ -207,6 +200,8 @@ NOISE = (
     r".*TypedStorage is deprecated.*",
     r".*`torch_dtype` is deprecated.*",
     r".*MatMul8bitLt: inputs will be cast.*",
+    r".*is_gradient_checkpointing.*",  # PEFT calling an API transformers 5 deprecated
+    r".*fan_in_fan_out is set to False.*",  # PEFT on GPT-2's Conv1D: it sets the flag itself
     r".*get_task_dict is deprecated.*",  # lm-eval 0.4.13 deprecating its own API that the bridge calls
     r".*Use TaskManager.load\(\), which returns flat dicts.*",
 )

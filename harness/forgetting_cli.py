@@ -7,32 +7,22 @@ computed from the run directories' samples files alone, which is also what `--fr
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from harness.cli import (
-    AdapterOpt,
-    BatchOpt,
-    ComputeOpt,
-    DeviceOpt,
-    DtypeOpt,
-    Load4Opt,
-    Load8Opt,
-    QuietOpt,
-    RevisionOpt,
-    TrustOpt,
-    check_positive,
-    model_spec,
-)
+from harness.cli import QuietOpt
 from harness.errors import HarnessError
+from harness.models.loading import ModelSpec
+from harness.options import check_positive, model_options
 
 
+@model_options(model_required=False, with_base=False, kind=False)
 def forgetting(
-    model: Annotated[str | None, typer.Option("--model", "-m", help="Base model: hub id or local directory.")] = None,
-    adapter: AdapterOpt = None,
+    model: ModelSpec | None,
     target: Annotated[str | None, typer.Option(help="Target task the adapters were trained for (e.g. gsm8k).")] = None,
     target_metric: Annotated[str | None, typer.Option(help="Metric of the target task (default: its first).")] = None,
     tasks: Annotated[str, typer.Option("--tasks", "-t", help="Comma-separated suite tasks.")] =
@@ -43,14 +33,6 @@ def forgetting(
     run_name: Annotated[str | None, typer.Option(help="Run name (default: forgetting-<model>-<timestamp>).")] = None,
     from_runs: Annotated[list[Path] | None, typer.Option(
         "--from-runs", help="Rebuild the report from run directories (first = base), without a model.")] = None,
-    load_in_4bit: Load4Opt = False,
-    load_in_8bit: Load8Opt = False,
-    bnb_4bit_compute_dtype: ComputeOpt = "float32",
-    dtype: DtypeOpt = "float32",
-    device: DeviceOpt = "cpu",
-    batch_size: BatchOpt = 8,
-    revision: RevisionOpt = None,
-    trust_remote_code: TrustOpt = False,
     seed: Annotated[int, typer.Option(help="Seed of the bootstrap and of the runs.")] = 1234,
     resume: Annotated[bool, typer.Option(help="Reuse answers recorded by an earlier run.")] = False,
     quiet: QuietOpt = False,
@@ -64,7 +46,7 @@ def forgetting(
         suite.remove(target)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     if from_runs:
-        if model or adapter:
+        if model is not None:
             raise HarnessError("--from-runs rebuilds a report from existing runs: drop --model / --adapter")
         if len(from_runs) < 2:
             raise HarnessError("--from-runs: give the base run directory, then at least one adapter run directory")
@@ -78,17 +60,16 @@ def forgetting(
         from harness.models.loading import short_name
         from harness.task import TaskConfig
 
-        if not model:
+        if model is None:
             raise HarnessError("--model is required (or --from-runs to rebuild a report)")
-        if not adapter:
+        if not model.adapters:
             raise HarnessError("--adapter: give at least one adapter to compare with the base")
         check_positive(limit, "--limit")
         if data_dir is not None and not data_dir.is_dir():
             raise HarnessError(f"--data-dir {data_dir}: not a directory")
-        name = run_name or f"forgetting-{short_name(model)}-{stamp}"
+        name = run_name or f"forgetting-{short_name(model.model)}-{stamp}"
         spec = RunSpec(
-            model=model_spec(model, adapter, True, load_in_4bit, load_in_8bit, bnb_4bit_compute_dtype, dtype, device,
-                             batch_size, "causal", revision, trust_remote_code),
+            model=replace(model, with_base=True, kind="causal"),
             tasks=suite + ([target] if target else []), task_cfg=TaskConfig(seed=seed, limit=limit, data_dir=data_dir),
             output_dir=output_dir, run_name=name, resume=resume, quiet=quiet)
         dirs = [p.parent for p in run(spec, argv=sys.argv)]

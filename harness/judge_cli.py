@@ -11,29 +11,16 @@ from __future__ import annotations
 import json
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from harness.cli import (
-    AdapterOpt,
-    BatchOpt,
-    ComputeOpt,
-    DeviceOpt,
-    DtypeOpt,
-    Load4Opt,
-    Load8Opt,
-    ModelOpt,
-    QuietOpt,
-    RevisionOpt,
-    TrustOpt,
-    WithBaseOpt,
-    check_positive,
-    model_spec,
-    parse_options,
-)
+from harness.cli import QuietOpt
 from harness.errors import HarnessError
+from harness.models.loading import ModelSpec
+from harness.options import check_positive, model_options, parse_options
 
 QuestionsOpt = Annotated[str, typer.Option("--questions", help="vicuna, mt-bench, or a JSONL file of questions.")]
 DataDirOpt = Annotated[Path | None, typer.Option("--data-dir", help="Local FastChat data (data/<bench>/question.jsonl).")]
@@ -108,10 +95,9 @@ def _answer_variant(variant: Any, name: str, qs: list[Any], store: Any, resume: 
     return replies
 
 
+@model_options(kind=False)
 def generate(
-    model: ModelOpt,
-    adapter: AdapterOpt = None,
-    with_base: WithBaseOpt = False,
+    model: ModelSpec,
     questions: QuestionsOpt = "vicuna",
     data_dir: DataDirOpt = None,
     output_dir: Annotated[Path, typer.Option("--output-dir", "-o", help="One <model>.jsonl per variant here.")] = Path(
@@ -121,14 +107,6 @@ def generate(
     temperature: Annotated[float, typer.Option(help="0 = greedy.")] = 0.0,
     top_p: Annotated[float, typer.Option(help="Nucleus sampling.")] = 1.0,
     seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
-    load_in_4bit: Load4Opt = False,
-    load_in_8bit: Load8Opt = False,
-    bnb_4bit_compute_dtype: ComputeOpt = "float32",
-    dtype: DtypeOpt = "float32",
-    device: DeviceOpt = "cpu",
-    batch_size: BatchOpt = 8,
-    revision: RevisionOpt = None,
-    trust_remote_code: TrustOpt = False,
     resume: ResumeOpt = False,
     overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,
@@ -138,7 +116,8 @@ def generate(
     Answers are recorded in OUTPUT_DIR/.store.sqlite batch by batch (as `harness run` does), so a killed run
     continues with --resume; answer files already there are only replaced with --resume or --overwrite.
     """
-    from harness.models.loading import iter_variants
+    from harness.evaluate import open_session
+    from harness.models.loading import Variant
     from harness.results import atomic_write_text
     from harness.store import Store
     from judges.questions import answer_row, dumps, load_questions
@@ -149,24 +128,26 @@ def generate(
     _check_rerun(resume, overwrite)
     _check_writable(output_dir, "--output-dir", is_dir=True)
     qs = load_questions(questions, data_dir, limit=limit)
-    spec = model_spec(model, adapter, with_base, load_in_4bit, load_in_8bit, bnb_4bit_compute_dtype, dtype, device,
-                      batch_size, "causal", revision, trust_remote_code)
-    names = _variant_names(model, spec.adapters, with_base)
+    spec = replace(model, kind="causal")
+    names = _variant_names(spec.model, spec.adapters, spec.with_base)
     existing = [n for n in names if (output_dir / f"{n}.jsonl").exists()]
     if existing and not (resume or overwrite):
         raise HarnessError(f"--output-dir {output_dir}: {existing[0]}.jsonl already exists; pass --resume to continue "
                            "from the answers recorded there, or --overwrite to generate afresh")
     sampling = {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p, "seed": seed}
+    session = open_session(spec)
     store: Store | None = None
     try:
-        for name, variant in zip(names, iter_variants(spec)):
-            store = store or Store(output_dir / ".store.sqlite")  # only once a model loaded: bad input writes nothing
+        store = Store.open(output_dir / ".store.sqlite", resume)  # only once the model loaded: bad input writes nothing
+        for name, v in zip(names, session.variants):
+            variant = Variant(v.label, session.model_for(v.label), v.identity, v.adapter_path)
             replies = _answer_variant(variant, name, qs, store, resume, quiet, sampling)
-            settings = {**sampling, "base": model, "adapter": variant.adapter_path}
+            settings = {**sampling, "base": spec.model, "adapter": variant.adapter_path}
             path = output_dir / f"{name}.jsonl"
             atomic_write_text(path, dumps([answer_row(q, name, replies[q.question_id], settings) for q in qs]))
             print(f"{name}: {len(qs)} answers -> {path}")
     finally:
+        session.close()
         if store is not None:
             store.close()
 

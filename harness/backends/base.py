@@ -122,3 +122,26 @@ class Backend:
 
     def open(self, spec: Any) -> Session:
         raise NotImplementedError
+
+
+class VariantModel:
+    """One variant's view of a session that answers mixed batches: lets per-variant callers (generate, the
+    trainer's evaluation) use any backend."""
+
+    def __init__(self, session: Session, label: str, identity: dict[str, Any]) -> None:
+        self.session = session
+        self.label = label
+        self.identity = identity
+        self.batch_size = session.batch_size
+
+    def _ask(self, kind: str, requests: list[Any]) -> list[Any]:
+        return self.session.answer(kind, [(self.label, r) for r in requests])
+
+    def generate(self, requests: list[Generate]) -> list[list[str]]:
+        return self._ask("generate", requests)
+
+    def loglikelihood(self, requests: list[LogLikelihood]) -> list[tuple[float, bool]]:
+        return self._ask("loglikelihood", requests)
+
+    def classify(self, requests: list[Classify]) -> list[list[float]]:
+        return self._ask("classify", requests)
