@@ -112,3 +112,14 @@ def model_options(model_required: bool = True, with_base: bool = True, kind: boo
         return command
 
     return wrap
+
+
+BackendOpt = Annotated[str, typer.Option("--backend", help="Engine of the evaluations (see `harness backends`).")]
+BackendOptionOpt = Annotated[list[str] | None, typer.Option("--backend-option", help="Backend setting KEY=VALUE (repeatable).")]
+
+
+def backend_choice(name: str, pairs: list[str] | None) -> tuple[str, dict[str, Any]]:
+    """(backend name, its typed options), checked: for commands that build their ModelSpec themselves (train, sweep)."""
+    from harness.backends import get_backend
+
+    return name, get_backend(name).parse_options(parse_options(pairs, "--backend-option"))

@@ -57,6 +57,7 @@ def below_a_file(out: Path) -> Path:
 # (id, changed options (None drops one), extra args, what -o holds first, text the one error line must contain)
 TRAIN_CASES: list[tuple[str, dict[str, str | None], list[str], Callable[[Path], Path] | None, list[str]]] = [
     ("unknown-task", {"--task": "nope"}, [], None, ["--task", "nope"]),
+    ("unknown-backend", {}, ["--backend", "nope"], None, ["--backend nope", "hf"]),
     ("group-task", {"--task": "glue"}, [], None, ["glue", "group", "--task"]),
     ("unknown-method", {}, ["--method", "dpo"], None, ["--method", "dpo"]),
     ("rank-0", {}, ["--r", "0"], None, ["--r", "> 0"]),
@@ -87,6 +88,8 @@ TRAIN_CASES: list[tuple[str, dict[str, str | None], list[str], Callable[[Path], 
 ]
 
 SWEEP_CASES: list[tuple[str, dict[str, str | None], list[str], Callable[[Path], Path] | None, list[str]]] = [
+    ("sweep-backend-option", {}, ["--backend-option", "gpu_memory_utilization=0.5"], None,
+     ["--backend-option gpu_memory_utilization", "hf"]),
     ("grid-syntax", {"--grid": "r"}, [], None, ["--grid", "KEY=V1,V2"]),
     ("grid-empty", {"--grid": ";"}, [], None, ["--grid", "empty"]),
     ("grid-unknown-key", {"--grid": "nope=1,2"}, [], None, ["--grid nope=1", "unknown training option"]),

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from harness.cli import DeviceOpt, DtypeOpt, KindOpt, ModelOpt, QuietOpt, parse_options
+from harness.cli import DeviceOpt, DtypeOpt, KindOpt, ModelOpt, QuietOpt
+from harness.options import BackendOpt, BackendOptionOpt, backend_choice, parse_options
 
 TaskOpt = Annotated[str, typer.Option("--task", "-t", help="Task whose training examples (and metric) to use.")]
 MethodOpt = Annotated[str, typer.Option(help="lora, qlora (4-bit NF4 + double quant) or full.")]
@@ -82,12 +84,20 @@ def train(
     model_kind: KindOpt = "auto",
     num_labels: Annotated[int | None, typer.Option(help="Classifier outputs (default: from the task's labels).")] = None,
     log_every: Annotated[int, typer.Option(help="Print the loss every N steps.")] = 10,
+    backend: BackendOpt = "hf",
+    backend_option: BackendOptionOpt = None,
     set_: SetOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Fine-tune MODEL on TASK's training split; writes a PEFT adapter (or full model) + harness_train.json."""
+    from harness.errors import HarnessError
     from harness.train.spec import TrainSpec
     from harness.train.trainer import train as do_train
+
+    engine, _ = backend_choice(backend, backend_option)
+    if engine != "hf":
+        raise HarnessError(f"--backend {engine}: train evaluates the model it is training, in this process (hf only); "
+                           f"evaluate the saved adapter with `harness run --backend {engine}`")
 
     spec = TrainSpec(
         model=model, task=task, output_dir=output_dir, method=method, r=r, alpha=alpha, dropout=dropout,
@@ -134,6 +144,8 @@ def sweep(
     dtype: DtypeOpt = "float32",
     device: DeviceOpt = "cpu",
     model_kind: KindOpt = "auto",
+    backend: BackendOpt = "hf",
+    backend_option: BackendOptionOpt = None,
     set_: SetOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
@@ -146,6 +158,8 @@ def sweep(
                      grad_accum=grad_accum, data_dir=data_dir, task_options=parse_options(task_option),
                      chat_template=chat_template, eval_max_new_tokens=max_new_tokens, dtype=dtype, device=device,
                      model_kind=model_kind, quiet=quiet).validate().with_overrides(parse_options(set_, "--set"))
+    engine, engine_options = backend_choice(backend, backend_option)
+    base = replace(base, eval_backend=engine, eval_backend_options=engine_options)
     summary = run_sweep(base, grid, output_dir, limit=limit, eval_batch_size=eval_batch_size, with_base=with_base,
                         alpha_ratio=alpha_ratio, argv=sys.argv, resume=resume, overwrite=overwrite)
     print(summary.read_text())

@@ -78,6 +78,9 @@ class TrainSpec:
     gradient_checkpointing: bool | None = None  # None = on for qlora only
     device: str = "cpu"
     model_kind: str = "auto"
+    # Engine of the evaluations after training (sweep points); mid-run evaluation uses the model being trained (hf).
+    eval_backend: str = "hf"
+    eval_backend_options: dict[str, Any] = dataclasses.field(default_factory=dict)
     num_labels: int | None = None
     log_every: int = 10
     quiet: bool = False
@@ -146,7 +149,8 @@ class TrainSpec:
 
     def hyperparameters(self) -> dict[str, Any]:
         """What determines the trained weights (written to harness_train.json, compared on --resume)."""
-        skip = {"output_dir", "resume", "overwrite", "quiet", "log_every", "save_every", "save_total_limit", "device", "data_dir"}
+        skip = {"output_dir", "resume", "overwrite", "quiet", "log_every", "save_every", "save_total_limit", "device", "data_dir",
+                "eval_backend", "eval_backend_options"}
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(self).items() if k not in skip}
 
     def target_list(self) -> list[str] | str | None:

@@ -62,13 +62,14 @@ def _evaluate(spec: TrainSpec, results: Path, name: str, limit: int | None, batc
     from harness.evaluate import RunSpec, run
     from harness.models.loading import ModelSpec
 
+    engine = {"backend": spec.eval_backend, "backend_options": dict(spec.eval_backend_options)}
     if checkpoint is not None and spec.method == "full":
         mspec = ModelSpec(model=str(checkpoint), kind=spec.model_kind, dtype=spec.dtype, device=spec.device,
-                          batch_size=batch_size)
+                          batch_size=batch_size, **engine)
     else:
         mspec = ModelSpec(model=spec.model, adapters=[str(checkpoint)] if checkpoint else [], kind=spec.model_kind,
                           load_in_4bit=spec.method == "qlora", bnb_4bit_compute_dtype=spec.bnb_4bit_compute_dtype,
-                          dtype=spec.dtype, device=spec.device, batch_size=batch_size)
+                          dtype=spec.dtype, device=spec.device, batch_size=batch_size, **engine)
     return run(RunSpec(model=mspec, tasks=[spec.task], task_cfg=_task_cfg(spec, limit), output_dir=results,
                        run_name=name, quiet=spec.quiet), argv=None)[0]
 
