@@ -11,38 +11,18 @@ import typer
 
 from harness.errors import HarnessError
 from harness.models.loading import ModelSpec
-from harness.options import check_positive, model_options, parse_options
+from harness.options import model_options, parse_options
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Evaluate language models and their LoRA / QLoRA adapters; train those adapters.")
 
 
-# Options shared by every command that loads a model (run, forgetting, generate, train).
+# Options train and the judge commands share (the model-loading options live in harness/options.py).
 ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Hugging Face id or local directory of the base model.")]
-AdapterOpt = Annotated[list[str] | None, typer.Option("--adapter", "-a", help="PEFT adapter directory (repeatable).")]
-WithBaseOpt = Annotated[bool, typer.Option("--with-base", help="Also evaluate the bare base model.")]
-Load4Opt = Annotated[bool, typer.Option("--load-in-4bit", help="NF4 4-bit with double quantisation (bitsandbytes).")]
-Load8Opt = Annotated[bool, typer.Option("--load-in-8bit", help="LLM.int8 8-bit (bitsandbytes).")]
-ComputeOpt = Annotated[str, typer.Option("--bnb-4bit-compute-dtype", help="Compute dtype of 4-bit layers.")]
 DtypeOpt = Annotated[str, typer.Option("--dtype", help="float32, bfloat16, float16 or auto.")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:1, mps ...")]
-BatchOpt = Annotated[int, typer.Option("--batch-size", "-b", help="Requests per model call.")]
 KindOpt = Annotated[str, typer.Option("--model-kind", help="auto, causal, seq-cls or image.")]
-RevisionOpt = Annotated[str | None, typer.Option("--revision", help="Hub revision of the base model.")]
-TrustOpt = Annotated[bool, typer.Option("--trust-remote-code", help="Allow custom model code from the hub.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars; logs only.")]
-
-
-def model_spec(model: str, adapter: list[str] | None, with_base: bool, load_in_4bit: bool, load_in_8bit: bool,
-               compute_dtype: str, dtype: str, device: str, batch_size: int, model_kind: str, revision: str | None,
-               trust_remote_code: bool, num_labels: int | None = None):  # noqa: ANN201 - ModelSpec, imported lazily
-    from harness.models.loading import ModelSpec
-
-    check_positive(batch_size, "--batch-size")
-    return ModelSpec(model=model, adapters=list(adapter or []), with_base=with_base, kind=model_kind,
-                     load_in_4bit=load_in_4bit, load_in_8bit=load_in_8bit, bnb_4bit_compute_dtype=compute_dtype,
-                     dtype=dtype, device=device, revision=revision, trust_remote_code=trust_remote_code,
-                     batch_size=batch_size, num_labels=num_labels)
 
 
 @app.command()
