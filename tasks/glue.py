@@ -6,12 +6,14 @@ of them as one entry: each task's metrics (`cola_mcc`, `mrpc_f1`, ...) plus `sco
 leaderboard average (each task's metrics averaged, MNLI matched and mismatched averaged into one
 task, then the unweighted mean of the nine tasks).
 
-Model modes, picked from the loaded model (`cfg.model_kind`):
+Model modes, picked from the loaded model (the `model` argument's kind):
 - seq-cls: an encoder with a classification head (a LoRA adapter brings its saved head); one
   Classify request per row with the text or text pair; STS-B needs a 1-output regression head.
-- causal: zero-shot prompts, exactly lm-eval 0.4's GLUE prompts and label words (checked in the tests),
-  one LogLikelihood request per label word; the prediction is the most likely word. STS-B (which
-  lm-eval lacks): the expected score under the softmax over " 0".." 5".
+- causal: exactly lm-eval 0.4's GLUE prompts and label words (checked in the tests), one LogLikelihood
+  request per label word; the prediction is the most likely word. STS-B (which lm-eval lacks): the
+  expected score under the softmax over " 0".." 5". `--num-fewshot k`: k train rows (DIR/SST-2/train.tsv,
+  ..., `train_file=`, or the hub's train split), each the prompt plus its label word and a blank line,
+  drawn by --seed, never the evaluated row (seq-cls models take no exemplars: an error).
 
 Data: hub `nyu-mll/glue` (validation splits), or `--data-dir DIR` in the GLUE distribution's layout
 (DIR/SST-2/dev.tsv, DIR/CoLA/dev.tsv, ...; also the raw CoLA, original STS-B and SuperGLUE RTE jsonl
