@@ -8,7 +8,7 @@ requests with the same context stay adjacent so a model can score the context on
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol, TypeVar
 
 from harness.errors import HarnessError
@@ -106,7 +106,7 @@ def run_requests(
 
 def run_mixed(
     session: Any,
-    per_variant: dict[str, tuple[str, Sequence[Request]]],
+    per_variant: Mapping[str, tuple[str, Sequence[Request]]],
     store: Store | None = None,
     resume: bool = False,
     quiet: bool = False,

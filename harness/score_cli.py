@@ -97,7 +97,8 @@ def read_e2e_hyps(path: Path) -> tuple[list[str], list[str] | None]:
                 raise HarnessError(f"--hyps {path}:{i}: expected an object with a string `output`")
             outs.append(row["output"].strip())
             mrs.append(row.get("mr"))
-        return outs, mrs if all(isinstance(m, str) for m in mrs) else None
+        named = [m for m in mrs if isinstance(m, str)]
+        return outs, named if len(named) == len(mrs) else None
     return [ln.strip() for ln in text.splitlines()], None
 
 

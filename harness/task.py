@@ -107,9 +107,9 @@ def generate_request(cfg: TaskConfig, prompt: str | tuple[tuple[str, str], ...],
 class Task:
     """Base class with the defaults most tasks want; override what differs."""
 
-    name: ClassVar[str]
+    name: str  # class attribute; a bridge task (lm-eval:<task>) sets it per instance
     version: ClassVar[str] = "1"
-    output_type: ClassVar[str]  # "generate" | "loglikelihood" | "classify"
+    output_type: str  # "generate" | "loglikelihood" | "classify" (several joined by |)
     metrics: ClassVar[tuple[str, ...]]
     data_source: ClassVar[str] = ""  # human-readable: hub id and local layout
     higher_is_better: ClassVar[bool] = True

@@ -93,9 +93,9 @@ def load_questions(spec: str, data_dir: Path | None = None, references: Path | N
         rows = read_jsonl(path)
         where = str(path)
     else:
-        path = _find(data_dir, _layouts(bench, "question"))
-        if path is not None:
-            rows, where = read_jsonl(path), str(path)
+        found = _find(data_dir, _layouts(bench, "question"))
+        if found is not None:
+            rows, where = read_jsonl(found), str(found)
             if ref_path is None:
                 ref_path = _find(data_dir, _layouts(bench, "reference"))
         else:

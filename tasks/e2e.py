@@ -164,9 +164,10 @@ def _hub_pairs(split: str) -> tuple[list[tuple[str, str]], str]:
         except HarnessError as e:
             errors.append(e)
             continue
-        pairs, seen = [], set()
+        pairs: list[tuple[str, str]] = []
+        seen: set[str] = set()
         for r in rows:
-            mr = r.get("meaning_representation")
+            mr = str(r.get("meaning_representation") or "")
             if r.get("references"):  # GEM: every row of an MR lists all its references; take them once
                 if mr not in seen:
                     pairs += [(mr, ref) for ref in r["references"]]

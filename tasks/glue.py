@@ -176,8 +176,9 @@ class GlueTask(FewShotTask):
         is_train = split == "train"
         option = self._opt("train_file" if is_train else "eval_file")
         files = s.train_files if is_train else s.dev_files if split in ("validation", "dev") else ()
-        path = Path(option) if option else find_local(self.cfg.data_dir, *files)
-        if option and not path.exists():
+        # DIR/SST-2/dev.tsv (the GLUE download's layout) or DIR/glue/SST-2/dev.tsv, so one --data-dir serves a mixed run
+        path = Path(option) if option else find_local(self.cfg.data_dir, *files, *(f"glue/{f}" for f in files))
+        if option and path is not None and not path.exists():
             raise HarnessError(f"--task-option {'train_file' if is_train else 'eval_file'}={option}: file not found")
         if path is not None:
             sibling = path.parent / s.siblings[path.name] if path.name in s.siblings and not option else None

@@ -83,7 +83,8 @@ def test_malformed_rows_and_template_errors(tmp_path: Path) -> None:
 
 def _run(model: Path, data: Path, out: Path, name: str, **options: str) -> tuple[dict, list[dict]]:
     spec = RunSpec(model=ModelSpec(model=str(model), batch_size=8), tasks=["math_verify"],
-                   task_cfg=TaskConfig(data_dir=data, max_new_tokens=6, options=options), output_dir=out,
+                   task_cfg=TaskConfig(data_dir=data, options=options,
+                                         max_new_tokens=6 if options.get("mode") == "generate" else None), output_dir=out,
                    run_name=name, quiet=True)
     [path] = run(spec)
     samples = [json.loads(x) for x in (path.parent / "samples" / "math_verify.jsonl").read_text().splitlines()]

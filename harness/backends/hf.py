@@ -6,7 +6,7 @@ adapter applied to the same base as the previous one is dropped. Encoders and im
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator
 from typing import Any
 
 from harness.backends.base import Backend, Model, VariantInfo
@@ -22,7 +22,7 @@ class HFSession:
 
         self.spec = spec
         self.batch_size = spec.batch_size
-        self._it: Iterator[Any] = iter_variants(spec)
+        self._it: Generator[Any, None, None] = iter_variants(spec)
         self._current = next(self._it)  # loads the base: load errors surface here, before anything runs
         self.kind = str(self._current.identity.get("kind", "causal"))
         base = {k: v for k, v in self._current.identity.items() if k not in ("adapter", "adapter_path", "adapter_hash")}

@@ -60,7 +60,7 @@ class CausalLM:
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
         self.max_length = int(getattr(model.config, "max_position_embeddings", None)
-                              or getattr(model.config, "n_positions", 2048))
+                              or getattr(model.config, "n_positions", None) or 2048)
 
     # --- prompts ------------------------------------------------------------------------
     def render(self, prompt: str | tuple[tuple[str, str], ...]) -> str:
@@ -275,7 +275,11 @@ class CausalLM:
         pos = (mask.cumsum(1) - 1).clamp(min=0)
         multi = any(len(m) > 1 for m, _ in groups)
         last = max(keep_last)  # rows end at the same column, so "the last k positions" also works
-        kw = {"mask": {"logits_to_keep": keep.to(dev)}, "int": {"logits_to_keep": last}}.get(keep_mode or "", {})
+        kw: dict[str, Any] = {}
+        if keep_mode == "mask":
+            kw = {"logits_to_keep": keep.to(dev)}
+        elif keep_mode == "int":
+            kw = {"logits_to_keep": last}
         res = self.model(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev), use_cache=multi, **kw)
         flat = res.logits if keep_mode == "mask" else res.logits[keep[:, -res.logits.shape[1]:].to(dev)]
         stage1 = torch.log_softmax(flat.float(), dim=-1).split(keep_last)  # per group: its kept positions, in order
@@ -304,7 +308,7 @@ class CausalLM:
                 spos[k] = torch.arange(p, p + swidth).clamp(max=self.max_length - 1)
             index = torch.tensor([g for g, _ in part], device=dev)
             kv = cache if len(chunks) == 1 else copy.deepcopy(cache)
-            kv.batch_select_indices(index)
+            kv.batch_select_indices(index)  # type: ignore[union-attr]  # the prefix pass ran with use_cache
             full_mask = torch.cat([mask.to(dev)[index], smask.to(dev)], dim=1)
             kw2 = {"logits_to_keep": skeep.to(dev)} if keep_mode == "mask" else {}
             res2 = self.model(input_ids=sids.to(dev), attention_mask=full_mask, position_ids=spos.to(dev),

@@ -11,7 +11,7 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -365,7 +365,7 @@ def check_weights(path: str, flag: str) -> None:
                                "download or save it again")
 
 
-def iter_variants(spec: ModelSpec) -> Iterator[Variant]:
+def iter_variants(spec: ModelSpec) -> Generator[Variant, None, None]:
     """Yield the base (with --with-base or when no adapter is given), then each adapter on the same base."""
     for a in spec.adapters:
         read_adapter_config(a)  # fail fast, before the base is loaded

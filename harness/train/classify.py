@@ -24,7 +24,7 @@ def label_space(examples: list[dict[str, Any]], declared: int | None) -> tuple[i
         return 1, True
     if declared == 1:
         return 1, True
-    n = max(int(x) for x in labels) + 1
+    n = max(int(x) for x in labels if x is not None) + 1
     return max(n, declared or 0, 2), False
 
 
@@ -78,7 +78,8 @@ class ImageClassifyData:
                     raise HarnessError(f"training example {i + 1}: cannot open image {img!r} ({e})") from None
             if not hasattr(img, "convert"):
                 raise HarnessError(f"training example {i + 1}: 'inputs' must hold an image or an image path")
-            pixels = processor(images=img.convert("RGB"), return_tensors="pt")["pixel_values"][0]
+            image: Any = img
+            pixels = processor(images=image.convert("RGB"), return_tensors="pt")["pixel_values"][0]
             self.features.append({"pixel_values": pixels, "label": int(ex["label"])})
 
     def collate(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:

@@ -81,7 +81,8 @@ def total_steps(n_features: int, spec: TrainSpec) -> int:
 
 def build_optimizer(model: Any, spec: TrainSpec) -> torch.optim.Optimizer:
     """Weight decay on matrices only (not biases or norms), as is usual for AdamW."""
-    decay, no_decay = [], []
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
     for _, p in model.named_parameters():
         if p.requires_grad:
             (decay if p.ndim >= 2 else no_decay).append(p)

@@ -62,7 +62,7 @@ def _evaluate(spec: TrainSpec, results: Path, name: str, limit: int | None, batc
     from harness.evaluate import RunSpec, run
     from harness.models.loading import ModelSpec
 
-    engine = {"backend": spec.eval_backend, "backend_options": dict(spec.eval_backend_options)}
+    engine: dict[str, Any] = {"backend": spec.eval_backend, "backend_options": dict(spec.eval_backend_options)}
     if checkpoint is not None and spec.method == "full":
         mspec = ModelSpec(model=str(checkpoint), kind=spec.model_kind, dtype=spec.dtype, device=spec.device,
                           batch_size=batch_size, **engine)
@@ -232,12 +232,12 @@ def plot(rows: list[dict[str, Any]], keys: list[str], metric: str, base_value: f
             groups: dict[tuple[str, ...], list[tuple[float, float]]] = {}
             for r in rows:
                 g = tuple(r["params"][k] for k in others)
-                groups.setdefault(g, []).append((_num(r["params"][key]), r["metrics"].get(metric, float("nan"))))
+                groups.setdefault(g, []).append((_num(r["params"][key]) or 0.0, r["metrics"].get(metric, float("nan"))))
             for g, pts in groups.items():
                 pts.sort()
                 label = ", ".join(f"{k}={v}" for k, v in zip(others, g)) or None
                 ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label)
-            xs = [_num(r["params"][key]) for r in rows]
+            xs = [_num(r["params"][key]) or 0.0 for r in rows]  # key is numeric in every row (axes_keys)
             if min(xs) > 0 and max(xs) / min(xs) >= 8:
                 ax.set_xscale("log", base=2 if key in ("r", "rank") else 10)
             ax.set_xlabel(key)
