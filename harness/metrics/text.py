@@ -1,32 +1,57 @@
-"""Answer extraction for math word problems: strict, phrased and flexible number finders."""
+"""Answer extraction for math word problems: strict, phrased and flexible number finders.
+
+Every function here takes any string and returns in time linear in its length, without raising: scoring runs after
+all generation is done, so one degenerate output (e.g. "343343..." for 10,000 characters) must not lose a run.
+What an odd output extracts to:
+
+- Numbers are compared as canonical digit strings, never as floats or bounded-precision decimals, so a 29- or
+  10,000-digit integer is kept exactly (and equals a gold answer only if every digit does).
+- Canonical form: no `$`, commas, whitespace, `+` or trailing `.`; no leading zeros; no trailing fractional zeros
+  (`18.00` == `18`, `0.250` == `0.25`); `-0` is `0`.
+- Decimal digits of any script count as their ASCII digits (Arabic-Indic `٣٤` and fullwidth `３４` are `34`).
+- Only plain decimals are numbers: `inf`, `nan` and exponent forms (`1e400`) normalise to None, so they never equal
+  a gold answer. The extractors do not read exponents either: in `1e400` the flexible extractor finds `1` and `400`.
+"""
 
 from __future__ import annotations
 
 import re
-from decimal import Decimal, InvalidOperation
+import unicodedata
 
-_NUM = r"-?[$]?\s*-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?"
+# No two adjacent repeats here can match the same character: `\s*\**\s*` or a bare `\s*` before a number let the
+# regex engine retry every split of a long whitespace run (10,000 spaces after "The answer is" took minutes).
+# So a sign, `$` or whitespace is only taken before a number, and spaces before `*` belong to the first repeat.
+_NUM = r"(?:-?[$]\s*|-\s*)?-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?"
 
 EXTRACTORS: dict[str, re.Pattern[str]] = {
     "strict": re.compile(r"####\s*(" + _NUM + r")"),
-    "answer_is": re.compile(r"[Tt]he (?:final )?answer is[:\s]*\**\s*(" + _NUM + r")"),
-    "short_answer": re.compile(r"[Ss]hort answer:\s*\**\s*(" + _NUM + r")"),
+    "answer_is": re.compile(r"[Tt]he (?:final )?answer is[:\s]*(?:\*+\s*)?(" + _NUM + r")"),
+    "short_answer": re.compile(r"[Ss]hort answer:\s*(?:\*+\s*)?(" + _NUM + r")"),
 }
 _ANY_NUMBER = re.compile(_NUM)
+_IGNORED = re.compile(r"[$,\s]+")
+_PLAIN = re.compile(r"([+-]?)([0-9]*)(?:\.([0-9]*))?")
+
+
+def _ascii_digits(text: str) -> str:
+    """Decimal digits of any script (what `\\d` matches) as ASCII digits; other characters unchanged."""
+    return "".join(str(unicodedata.decimal(c)) if c.isdecimal() else c for c in text)
 
 
 def normalize_number(text: str) -> str | None:
-    """Canonical form of a number: no `$`, commas or trailing `.`, and `18.00` == `18`."""
-    t = text.strip().replace("$", "").replace(",", "").replace(" ", "").rstrip(".")
-    if not t:
+    """Canonical digit string of a plain decimal number (see the module docstring), or None if `text` is not one."""
+    t = _IGNORED.sub("", text).rstrip(".")
+    if not t.isascii():
+        t = _ascii_digits(t)
+    m = _PLAIN.fullmatch(t)
+    if m is None:
         return None
-    try:
-        d = Decimal(t)
-    except InvalidOperation:
+    sign, whole, frac = m.group(1), m.group(2), m.group(3) or ""
+    if not whole and not frac:
         return None
-    if d == d.to_integral_value():
-        return str(d.quantize(Decimal(1)))
-    return format(d.normalize(), "f")
+    whole, frac = whole.lstrip("0") or "0", frac.rstrip("0")
+    value = f"{whole}.{frac}" if frac else whole
+    return "-" + value if sign == "-" and value != "0" else value
 
 
 def extract(text: str, how: str) -> str | None:
