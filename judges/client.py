@@ -1,18 +1,14 @@
 """An async client for OpenAI-compatible chat endpoints, built for judging many answers cheaply and safely.
 
-- concurrency: at most `max_concurrency` requests in flight (one shared httpx connection pool);
-- retries: 429, 5xx, timeouts and dropped connections are retried with exponential backoff and full
-  jitter, honouring Retry-After; at most `max_attempts` attempts, then the call is reported as failed
-  (the caller records it as an API failure; the next run tries again);
+The HTTP part (bounded concurrency, retries with jitter honouring Retry-After, failures, redaction of keys) is
+harness.backends.transport, shared with the openai model backend; this module adds what judging needs:
+
 - cost: token usage is summed and priced; once `max_cost` would be passed no new request is sent
   (BudgetExceeded), so a run stops cleanly and a re-run continues from the cache;
 - cache: sqlite keyed by judge model, base URL, messages and settings. The API key is read from
   OPENAI_API_KEY, sent only in the Authorization header, and never hashed, logged or stored;
-- redaction: every text that comes back from the endpoint (error bodies, replies) has the key and any
-  bearer token cut out before it is returned, cached, printed or written (servers do echo keys in 401s).
-
-The HTTP part (`JudgeClient._send`, `redact`, `RemoteFailure`, `retry_after_seconds`) knows nothing about
-judging, so it can move into a transport module shared with an OpenAI-compatible model backend.
+- redaction: every reply has the key and any bearer token cut out before it is returned, cached, printed or
+  written (servers do echo keys).
 """
 
 from __future__ import annotations
@@ -21,19 +17,23 @@ import asyncio
 import hashlib
 import json
 import os
-import random
-import re
 import sqlite3
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
-
+from harness.backends.transport import (  # noqa: F401 - re-exported: the judges' public names
+    DEFAULT_BASE_URL,
+    RemoteFailure,
+    Transport,
+    TransportSettings,
+    TransportStats,
+    redact,
+    retry_after_seconds,
+)
 from harness.errors import HarnessError
 
-DEFAULT_BASE_URL = "https://api.openai.com/v1"
 # USD per million (input, output) tokens, list prices when written; override with --price-in/--price-out.
 PRICES: dict[str, tuple[float, float]] = {
     "gpt-4o": (2.50, 10.00),
@@ -47,30 +47,6 @@ Messages = tuple[tuple[str, str], ...]
 
 class BudgetExceeded(Exception):
     """Raised instead of sending a request that could take the spend past --max-cost."""
-
-
-class RemoteFailure(HarnessError):
-    """The endpoint refused a call for good (4xx other than 429, or retries exhausted): exit 3, not a usage error."""
-
-    exit_code = 3
-
-
-# "Authorization: Bearer x", "authorization=x", "Bearer x": the value goes, whatever key was configured. A token is
-# 8+ characters with a digit, '-' or '_' in it, so prose ("the Bearer of bad news") is left alone.
-_TOKEN = r"(?=[^\s\"'\\,;}]*[\d_-])[^\s\"'\\,;}]{8,}"  # no backslash: a JSON escape stays whole
-_AUTH = re.compile(r"((?i:authorization)[\"']?\s*[:=]\s*[\"']?)(?:(?i:bearer)\s+)?" + _TOKEN)
-_BEARER = re.compile(r"((?i:bearer)\s+)" + _TOKEN)
-MIN_SECRET = 8  # shorter "keys" (test placeholders) are not secret, and cutting them would garble replies
-
-
-def redact(text: str, secrets: tuple[str, ...] = ()) -> str:
-    """`text` without the given secrets or any Authorization / bearer value (each becomes ***)."""
-    text = _AUTH.sub(lambda m: m.group(1) + "***", text)
-    text = _BEARER.sub(lambda m: m.group(1) + "***", text)
-    for secret in secrets:
-        if len(secret) >= MIN_SECRET:
-            text = text.replace(secret, "***")
-    return text
 
 
 @dataclass
@@ -109,15 +85,13 @@ class Completion:
 
 
 @dataclass
-class Usage:
-    requests: int = 0  # HTTP requests sent (attempts, including retries)
-    retries: int = 0
+class Usage(TransportStats):
+    """The transport's counts (requests, retries, failures, by_status) plus what judging adds: cache hits, tokens, cost."""
+
     cache_hits: int = 0
-    failures: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost: float = 0.0
-    by_status: dict[str, int] = field(default_factory=dict)
 
     def summary(self) -> str:
         return (f"{self.requests} requests ({self.retries} retries, {self.failures} failed), {self.cache_hits} cached; "
@@ -181,22 +155,6 @@ class ResponseCache:
             self.db = None
 
 
-def retry_after_seconds(value: str | None) -> float | None:
-    """Retry-After as seconds (delta form, or an HTTP date)."""
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    from email.utils import parsedate_to_datetime
-
-    try:
-        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-    except (TypeError, ValueError):
-        return None
-
-
 class JudgeClient:
     """Use as `async with JudgeClient(settings, cache) as c: await c.complete(messages)`."""
 
@@ -209,25 +167,24 @@ class JudgeClient:
         self.settings = settings
         self.cache = cache
         self.price_in, self.price_out = settings.prices()
-        self._api_key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
-        self.secrets = tuple(k for k in {self._api_key, os.environ.get("OPENAI_API_KEY")} if k)
+        key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
         self.usage = Usage()
-        self._sem = asyncio.Semaphore(settings.max_concurrency)
+        wire = TransportSettings(base_url=settings.base_url, timeout=settings.timeout, max_attempts=settings.max_attempts,
+                                 backoff_base=settings.backoff_base, backoff_max=settings.backoff_max,
+                                 max_concurrency=settings.max_concurrency)
+        self.transport = Transport(wire, api_key=key, secrets=(os.environ.get("OPENAI_API_KEY") or "",),
+                                   stats=self.usage, seed=seed, what="judge endpoint")
+        self.secrets = self.transport.secrets
         self._reserved = 0.0
         self._exhausted: str | None = None  # set once the budget refused a call: no later call is sent either
-        self._rng = random.Random(seed)
-        self._http: httpx.AsyncClient | None = None
         self._inflight: dict[str, asyncio.Future[Completion]] = {}
 
     async def __aenter__(self) -> JudgeClient:
-        limits = httpx.Limits(max_connections=self.settings.max_concurrency,
-                              max_keepalive_connections=self.settings.max_concurrency)
-        self._http = httpx.AsyncClient(timeout=httpx.Timeout(self.settings.timeout), limits=limits)
+        await self.transport.open()
         return self
 
     async def __aexit__(self, *exc: Any) -> None:
-        if self._http is not None:
-            await self._http.aclose()
+        await self.transport.aclose()
 
     def _cost(self, pt: int, ct: int) -> float:
         return (pt * self.price_in + ct * self.price_out) / 1e6
@@ -236,13 +193,6 @@ class JudgeClient:
         """Upper-ish cost of one call before it is sent: prompt chars / 3 tokens plus the full reply budget."""
         chars = sum(len(c) for _, c in messages)
         return self._cost(chars // 3 + 8, self.settings.max_tokens)
-
-    def _backoff(self, attempt: int, retry_after: float | None) -> float:
-        cap = min(self.settings.backoff_max, self.settings.backoff_base * (2 ** attempt))
-        delay = self._rng.uniform(0, cap)  # full jitter
-        if retry_after is not None:
-            delay = max(delay, retry_after)
-        return delay
 
     async def complete(self, messages: Messages) -> Completion:
         """The judge's reply: from the cache, from an identical call already in flight, or from the endpoint."""
@@ -270,7 +220,7 @@ class JudgeClient:
         return result
 
     async def _complete_uncached(self, key: str, messages: Messages) -> Completion:
-        async with self._sem:
+        async with self.transport.slot():  # the budget is checked only once the call may go out
             if self._exhausted:
                 raise BudgetExceeded(self._exhausted)
             if self.settings.max_cost is not None:
@@ -291,75 +241,25 @@ class JudgeClient:
         return result
 
     async def _send(self, messages: Messages) -> Completion:
-        assert self._http is not None, "use JudgeClient as an async context manager"
         s = self.settings
-        url = s.base_url.rstrip("/") + "/chat/completions"
         body = {"model": s.model, "messages": [{"role": r, "content": c} for r, c in messages],
                 "temperature": s.temperature, "max_tokens": s.max_tokens}
-        headers = {"Content-Type": "application/json"}
-        if self._api_key:
-            headers["Authorization"] = f"Bearer {self._api_key}"
-        last = ""
-        for attempt in range(s.max_attempts):
-            if attempt:
-                self.usage.retries += 1
-            self.usage.requests += 1
-            retry_after: float | None = None
-            try:
-                resp = await self._http.post(url, json=body, headers=headers)
-            except httpx.TimeoutException:
-                last = "timeout"
-                self._count("timeout")
-            except httpx.TransportError as e:
-                last = f"connection error ({type(e).__name__})"
-                self._count("connection")
-            else:
-                self._count(str(resp.status_code))
-                if resp.status_code == 200:
-                    parsed = self._parse(resp)
-                    if parsed is not None:
-                        text, pt, ct = parsed
-                        text = redact(text, self.secrets)  # before it is cached, parsed or written
-                        if pt == 0 and ct == 0:  # no usage reported: estimate (4 characters a token)
-                            pt, ct = sum(len(c) for _, c in messages) // 4, len(text) // 4
-                        self.usage.prompt_tokens += pt
-                        self.usage.completion_tokens += ct
-                        self.usage.cost += self._cost(pt, ct)
-                        return Completion(text, pt, ct, attempts=attempt + 1)
-                    last = "200 with a body that is not a chat completion"
-                elif resp.status_code == 429 or resp.status_code >= 500:
-                    last = f"HTTP {resp.status_code}"
-                    retry_after = retry_after_seconds(resp.headers.get("retry-after"))
-                else:  # 4xx other than 429: the request itself is wrong, retrying cannot help
-                    why = _error_message(resp, self.secrets)
-                    raise RemoteFailure(f"judge endpoint {redact(url, self.secrets)}: HTTP {resp.status_code} ({why})")
-            if attempt + 1 < s.max_attempts:
-                await asyncio.sleep(self._backoff(attempt, retry_after))
-        self.usage.failures += 1
-        return Completion(None, attempts=s.max_attempts, error=f"api: {last} after {s.max_attempts} attempts")
-
-    def _count(self, status: str) -> None:
-        self.usage.by_status[status] = self.usage.by_status.get(status, 0) + 1
-
-    @staticmethod
-    def _parse(resp: httpx.Response) -> tuple[str, int, int] | None:
-        try:
-            data = resp.json()
-            text = data["choices"][0]["message"]["content"]
-        except (ValueError, KeyError, IndexError, TypeError):
-            return None
-        if not isinstance(text, str):
-            return None
-        usage = data.get("usage") or {}
-        return text, int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
+        reply = await self.transport.send("/chat/completions", body, _parse_chat, expect="a chat completion")
+        if reply.value is None:
+            return Completion(None, attempts=reply.attempts, error=f"api: {reply.error}")
+        text, pt, ct = reply.value
+        text = redact(text, self.secrets)  # before it is cached, parsed or written
+        if pt == 0 and ct == 0:  # no usage reported: estimate (4 characters a token)
+            pt, ct = sum(len(c) for _, c in messages) // 4, len(text) // 4
+        self.usage.prompt_tokens += pt
+        self.usage.completion_tokens += ct
+        self.usage.cost += self._cost(pt, ct)
+        return Completion(text, pt, ct, attempts=reply.attempts)
 
 
-def _error_message(resp: httpx.Response, secrets: tuple[str, ...] = ()) -> str:
-    """The first line of the endpoint's error message, redacted before it is cut (a cut key would not match)."""
-    try:
-        err = resp.json().get("error", {})
-        msg = err.get("message") if isinstance(err, dict) else str(err)
-    except (ValueError, AttributeError):  # not JSON, or JSON that is not an object
-        msg = resp.text
-    msg = redact(str(msg or ""), secrets).strip()
-    return msg.splitlines()[0][:200] if msg else "no message"
+def _parse_chat(data: Any) -> tuple[str, int, int] | None:
+    text = data["choices"][0]["message"]["content"]
+    if not isinstance(text, str):
+        return None
+    usage = data.get("usage") or {}
+    return text, int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
