@@ -1,12 +1,10 @@
-"""Standard errors, bootstrap, pass@k: the statistics every task shares."""
+"""Standard errors and pass@k: the statistics every task shares (corpus-level bootstraps live with their metrics)."""
 
 from __future__ import annotations
 
 import math
-import random
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 
 @dataclass(frozen=True)
@@ -28,27 +26,6 @@ def mean_stderr(values: Sequence[float]) -> Metric:
         return Metric(mean, None)
     var = sum((v - mean) ** 2 for v in values) / (n - 1)
     return Metric(mean, math.sqrt(var / n))
-
-
-def bootstrap_stderr(
-    statistic: Callable[[list[Any]], float], items: Sequence[Any], iters: int = 1000, seed: int = 1234
-) -> float | None:
-    """Standard deviation of `statistic` over resamples of `items` (for corpus-level metrics)."""
-    n = len(items)
-    if n < 2:
-        return None
-    rng = random.Random(seed)
-    stats = []
-    for _ in range(iters):
-        sample = [items[rng.randrange(n)] for _ in range(n)]
-        stats.append(statistic(sample))
-    m = sum(stats) / iters
-    return math.sqrt(sum((s - m) ** 2 for s in stats) / (iters - 1))
-
-
-def bootstrap_metric(statistic: Callable[[list[Any]], float], items: Sequence[Any], iters: int = 1000,
-                     seed: int = 1234) -> Metric:
-    return Metric(statistic(list(items)), bootstrap_stderr(statistic, items, iters, seed))
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
