@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from harness.metrics.nlg import coco_tokenize, mteval_tokenize, ptb_tokenize
 from harness.metrics.squad import exact_match_score, f1_score, normalize_answer
 from harness.metrics.text import EXTRACTORS, extract, gold_answer, normalize_number
 from tasks.gsm8k import GSM8K
@@ -181,3 +182,28 @@ def test_squad_degenerate_pairs_score_zero_not_raise() -> None:
     assert f1_score("...", "the") == 0
     assert exact_match_score("The ...", "a") is True  # both normalise to the empty string
     assert normalize_answer("٣٤ ３４") == "٣٤ ３４"  # SQuAD compares text, not numbers: digits are kept as written
+
+
+# E2E outputs go through the PTB tokenizer (ROUGE-L, CIDEr) and mteval's (BLEU, NIST): the same holds for them.
+@pytest.mark.parametrize("text", [
+    "." * 50_000, "+1" * 25_000, "-" * 50_000, "." * 50_000 + "@", "+1" * 25_000 + "@x.com", ("a" * 50 + "@ ") * 1_000,
+    " " * 50_000, "x" * 50_000, "U.S. He " * 6_000, "A. " * 16_000, "www." * 12_000, ODD_OUTPUTS["degenerate 343 repeat"],
+])
+def test_e2e_tokenizers_are_linear(text: str) -> None:
+    t0 = time.perf_counter()
+    coco_tokenize(text)
+    mteval_tokenize(text)
+    assert time.perf_counter() - t0 < 2.0  # e-mail matching rescanned long runs of `.`/`+1` from every position: ~10 s
+
+
+@pytest.mark.parametrize(("text", "tokens"), [  # as the tokenizer gave them before e-mails were matched in linear time
+    ("write to a.b+c@mail.example.com now", ["write", "to", "a.b+c@mail.example.com", "now"]),
+    ("#tag.x@y.com", ["#tag", ".x@y.com"]),
+    ("ab@cd", ["ab", "@cd"]),
+    ("...x@y.com.", ["...x@y.com", "."]),
+    ("+1+1@a.b", ["+1+1@a.b"]),
+    ("Mr. Smith@home.org, U.S.", ["mr.", "smith@home.org", ",", "u.s.", "."]),
+    ("no @ here.", ["no", "@", "here", "."]),
+])
+def test_ptb_email_tokens_unchanged(text: str, tokens: list[str]) -> None:
+    assert ptb_tokenize(text) == tokens
