@@ -33,7 +33,7 @@ def build_model(path: Path) -> Path:
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from harness.tiny import gpt2_tokenizer
+    from harness.testing.tiny import gpt2_tokenizer
 
     tok = gpt2_tokenizer(SHARED / "gpt2-bpe" / "lora-vocab")
     torch.manual_seed(0)

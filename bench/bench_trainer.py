@@ -75,7 +75,7 @@ def main() -> None:
     from transformers.utils import logging as hf_logging
 
     from harness.task import TaskConfig
-    from harness.tiny import build_causal_lm, train_tokenizer, write_gsm8k_data
+    from harness.testing.tiny import build_causal_lm, train_tokenizer, write_gsm8k_data
     from harness.train.sft import SFTData
     from tasks.gsm8k import GSM8K
 

@@ -61,7 +61,7 @@ def demo(
     from harness.models.loading import ModelSpec
     from harness.results import atomic_write_text
     from harness.task import TaskConfig
-    from harness.tiny import tiny_gsm8k_model, write_gsm8k_data
+    from harness.testing.tiny import tiny_gsm8k_model, write_gsm8k_data
     from harness.train.spec import TrainSpec
     from tasks.sentiment_demo import write_data
 

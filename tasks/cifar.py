@@ -114,6 +114,7 @@ class CIFAR10(Task):
     version = "1"
     output_type = "classify"
     metrics = ("acc",)
+    option_keys = {"images": "CIFAR-10 batch file, class folders or cifar10_<i>_<label>.png files"}
     data_source = "hub uoft-cs/cifar10 (test); local cifar-10-batches-py/test_batch or CLASS/*.png|jpg folders"
 
     def _rows(self, split: str) -> list[Doc]:

@@ -155,6 +155,8 @@ class GlueTask(FewShotTask):
 
     version = "1"
     output_type = "classify|loglikelihood"  # classify for encoders, loglikelihood of label words for causal LMs
+    option_keys = {"eval_file": "evaluation file (GLUE TSV, jsonl, csv, parquet)", "train_file": "training file",
+                   "split": "split, with an optional slice: validation[50%:], train[:100]"}
     spec: Spec
 
     def __init__(self, cfg: TaskConfig | None = None, option_prefix: str = "") -> None:
@@ -396,6 +398,8 @@ class GlueGroup(Task):
     name = "glue"
     version = "1"
     output_type = "classify|loglikelihood"
+    # `tasks`, `split` for every member, and each member's own keys as MEMBER.KEY (cola.eval_file=...)
+    option_keys = {"tasks": "comma-separated members (default: all nine)", "split": GlueTask.option_keys["split"]}
     metrics = ("score",)
     data_source = "the nine GLUE tasks (see each task)"
 
@@ -463,6 +467,9 @@ class GlueGroup(Task):
 
     def train_examples(self, split: str = "train", model: ModelInfo = CAUSAL) -> list[dict[str, Any]]:
         raise HarnessError("task glue is a group: train on one of its tasks (e.g. --task sst2)")
+
+
+GlueGroup.option_keys.update({f"{n}.{k}": v for n in TASK_CLASSES for k, v in GlueTask.option_keys.items()})
 
 
 def glue_group(cfg: TaskConfig) -> GlueGroup:

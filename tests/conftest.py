@@ -27,7 +27,7 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def gsm8k_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A --data-dir with the project's own GSM8K-format rows."""
-    from harness.tiny import write_gsm8k_data
+    from harness.testing.tiny import write_gsm8k_data
 
     return write_gsm8k_data(tmp_path_factory.mktemp("data"), n_train=200, n_test=40)
 
@@ -35,14 +35,14 @@ def gsm8k_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_gpt2(tmp_path_factory: pytest.TempPathFactory, gsm8k_data: Path) -> Path:
     """A random tiny GPT-2 with a tokenizer trained on the GSM8K-format rows."""
-    from harness.tiny import tiny_gsm8k_model
+    from harness.testing.tiny import tiny_gsm8k_model
 
     return tiny_gsm8k_model(tmp_path_factory.mktemp("tiny-gpt2"), gsm8k_data, arch="gpt2")
 
 
 @pytest.fixture(scope="session")
 def tiny_llama(tmp_path_factory: pytest.TempPathFactory, gsm8k_data: Path) -> Path:
-    from harness.tiny import tiny_gsm8k_model
+    from harness.testing.tiny import tiny_gsm8k_model
 
     return tiny_gsm8k_model(tmp_path_factory.mktemp("tiny-llama"), gsm8k_data, arch="llama")
 
@@ -50,7 +50,7 @@ def tiny_llama(tmp_path_factory: pytest.TempPathFactory, gsm8k_data: Path) -> Pa
 @pytest.fixture(scope="session")
 def gpt2_bpe(shared_data: Path):  # noqa: ANN201 - a PreTrainedTokenizerFast
     """The real GPT-2 BPE tokenizer from ../shared/data/gpt2-bpe."""
-    from harness.tiny import gpt2_tokenizer
+    from harness.testing.tiny import gpt2_tokenizer
 
     return gpt2_tokenizer(shared_data / "gpt2-bpe" / "lora-vocab")
 

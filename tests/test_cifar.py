@@ -15,10 +15,11 @@ from sklearn.metrics import confusion_matrix
 from harness.errors import HarnessError
 from harness.evaluate import RunSpec, run
 from harness.leaderboard import render
-from harness.models.image import CIFAR10_CLASSES, open_image, tiny_image_classifier
+from harness.models.image import CIFAR10_CLASSES, open_image
 from harness.models.loading import ModelSpec
 from harness.results import read_results
 from harness.task import ModelInfo, TaskConfig
+from harness.testing.images import tiny_image_classifier
 from tasks.cifar import CIFAR10
 
 

@@ -15,7 +15,7 @@ def test_arithmetic_data_covers_the_word_problems(tmp_path: Path) -> None:
     import random
 
     from harness.metrics.text import gold_answer
-    from harness.tiny import word_problem
+    from harness.testing.tiny import word_problem
 
     rows = [json.loads(x) for x in (write_arithmetic_data(tmp_path) / "gsm8k" / "train.jsonl").read_text().splitlines()]
     facts = {r["question"][len("What is "):-1].replace(" ", "") for r in rows}

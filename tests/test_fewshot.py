@@ -20,8 +20,8 @@ from harness.evaluate import check_honoured
 from harness.registry import make_tasks
 from harness.results import read_results
 from harness.task import CAUSAL, ModelInfo, Task, TaskConfig
+from harness.testing.verification import write_verification_data
 from tasks._common import draw
-from tasks.verification import write_verification_data
 
 FEWSHOT_TASKS = ("arc_easy", "arc_challenge", "hellaswag", "winogrande", "squad", "e2e", "sst2", "stsb", "glue",
                  "math_verify")
@@ -274,7 +274,7 @@ def test_math_verify_evaluated_on_train_never_shows_the_row_and_empty_pool_is_on
 
 @pytest.fixture(scope="module")
 def suite(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from harness.forgetting import write_suite_data
+    from harness.testing.suite import write_suite_data
 
     root = write_suite_data(tmp_path_factory.mktemp("suite"), n=8)
     other = write_suite_data(tmp_path_factory.mktemp("other"), n=6, seed=3)

@@ -134,3 +134,25 @@ def test_main_filters_only_known_warnings(monkeypatch: pytest.MonkeyPatch, capsy
             warnings.simplefilter("default")
             warnings.warn("a real problem the user must see", UserWarning, stacklevel=1)
         assert [str(w.message) for w in seen] == ["a real problem the user must see"]
+
+
+def test_every_option_a_task_reads_is_declared() -> None:
+    """A key a task reads but does not declare would be rejected as unknown: the declarations must cover the reads."""
+    import inspect
+    import re
+
+    from harness.registry import make_tasks, task_names
+
+    for name in task_names():
+        if name.endswith(":"):
+            continue
+        for task in make_tasks(name, TaskConfig()):
+            src = ""
+            for cls in type(task).__mro__:  # GLUE's classes are made from specs: read the classes they come from
+                try:
+                    src += inspect.getsource(cls)
+                except (OSError, TypeError):
+                    continue
+            read = set(re.findall(r'(?:self\.option|self\._opt)\("([a-z_]+)"', src))
+            read |= set(re.findall(r'options\.get\("([a-z_]+)"', src))
+            assert read <= set(task.option_keys), (task.name, read - set(task.option_keys))

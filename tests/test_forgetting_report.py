@@ -50,8 +50,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory, tiny_gpt2: Path) -> dict[str,
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from harness.forgetting import write_suite_data
     from harness.forgetting_cli import forgetting
+    from harness.testing.suite import write_suite_data
 
     root = tmp_path_factory.mktemp("forget")
     data = write_suite_data(root / "data", n=16)

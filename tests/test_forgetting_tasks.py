@@ -14,7 +14,7 @@ from harness.task import TaskConfig
 
 @pytest.fixture(scope="module")
 def suite(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from harness.forgetting import write_suite_data
+    from harness.testing.suite import write_suite_data
 
     return write_suite_data(tmp_path_factory.mktemp("suite"), n=10)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, run_main
 
-from harness.tiny import word_problem
+from harness.testing.tiny import word_problem
 
 HARNESS = str(ROOT / ".venv" / "bin" / "harness")
 N_QUESTIONS, N_TWO_TURN = 24, 6  # every fourth question has a second turn: 30 generations in all

@@ -285,7 +285,7 @@ def test_causal_parity_with_lm_eval(gpt2_bpe, shared_data: Path, tmp_path: Path)
     from lm_eval.tasks import TaskManager
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from harness.tiny import build_causal_lm
+    from harness.testing.tiny import build_causal_lm
 
     model_dir = build_causal_lm(tmp_path / "model", gpt2_bpe, d_model=64, n_layer=2, n_head=4)
     root = own_glue_files(tmp_path / "glue")

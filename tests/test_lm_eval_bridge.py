@@ -79,7 +79,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory, tiny_gpt2: Path, gsm8k_data:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from harness.forgetting import write_suite_data
+    from harness.testing.suite import write_suite_data
 
     root = tmp_path_factory.mktemp("bridge")
     suite = write_suite_data(root / "data", n=12)

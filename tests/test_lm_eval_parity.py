@@ -101,7 +101,7 @@ def check_parity(ours: dict[str, Any], theirs: dict[str, Any]) -> None:
 
 @pytest.fixture(scope="module")
 def suite_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from harness.forgetting import write_suite_data
+    from harness.testing.suite import write_suite_data
 
     return write_suite_data(tmp_path_factory.mktemp("suite"), n=20)
 
@@ -128,7 +128,7 @@ def test_parity_on_real_files_with_gpt2_bpe(shared_data: Path, gpt2_bpe: Any, su
     """The real ARC and WinoGrande files, the real GPT-2 tokenizer, a random tiny GPT-2."""
     import shutil
 
-    from harness.tiny import build_causal_lm
+    from harness.testing.tiny import build_causal_lm
 
     model_dir = build_causal_lm(tmp_path_factory.mktemp("gpt2bpe-model"), gpt2_bpe, d_model=64, n_layer=2, n_head=4)
     data = tmp_path_factory.mktemp("real")
@@ -232,7 +232,7 @@ def fewshot_data(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) ->
     HellaSwag (no real copy here): rows the project writes, and the train file also holds three evaluated rows
     verbatim, so lm-eval's rule of drawing k + 1 and dropping the doc itself is exercised.
     """
-    from harness.forgetting import write_suite_data
+    from harness.testing.suite import write_suite_data
 
     ours = tmp_path_factory.mktemp("fewshot-ours")
     lm = tmp_path_factory.mktemp("fewshot-lm")

@@ -111,7 +111,7 @@ def test_adapters_applied_in_turn_on_one_base(tiny_gpt2: Path, tmp_path: Path, m
 
 
 def test_adapter_of_another_base_is_a_one_line_error(tiny_gpt2: Path, gsm8k_data: Path, tmp_path: Path, cli) -> None:
-    from harness.tiny import build_causal_lm, train_tokenizer
+    from harness.testing.tiny import build_causal_lm, train_tokenizer
 
     other = build_causal_lm(tmp_path / "wide", train_tokenizer(["some text for a tokenizer"] * 10), d_model=96)
     adapter = make_adapter(other, tmp_path / "wide-adapter", seed=0, target=["c_attn"])

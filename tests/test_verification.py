@@ -13,7 +13,8 @@ from harness.evaluate import RunSpec, run
 from harness.models.loading import ModelSpec
 from harness.results import read_results
 from harness.task import ModelInfo, TaskConfig
-from tasks.verification import VALIDATION_ROWS, MathVerify, parse_verdict, write_verification_data
+from harness.testing.verification import write_verification_data
+from tasks.verification import VALIDATION_ROWS, MathVerify, parse_verdict
 
 
 @pytest.mark.parametrize("text, verdict", [
