@@ -159,6 +159,7 @@ COMMAND_MODULES: list[str] = [
     "harness.score_cli",
     "harness.forgetting_cli",
     "harness.judge_cli",
+    "harness.view_cli",
 ]
 
 
