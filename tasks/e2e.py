@@ -5,7 +5,7 @@ Data: hub `GEM/e2e_nlg` (or `e2e_nlg`), the challenge CSVs (`mr,ref`: `DIR/e2e/t
 (`DIR/e2e/test.txt`, `valid.txt`, `train.txt`, also under `DIR/lora-e2e/`); `--task-option data=FILE` picks one file.
 References are grouped by meaning representation (630 in the test set) and each MR is decoded once, with the
 run's decoding settings (the LoRA paper used `--num-beams 10 --length-penalty 0.8 --no-repeat-ngram-size 4`).
-Metrics are corpus-level and identical to the official scorer's (see harness/metrics/nlg.py): BLEU, NIST, METEOR,
+Metrics are corpus-level and identical to the official scorer's (see harness/metrics/nlg/): BLEU, NIST, METEOR,
 ROUGE_L, CIDEr, with bootstrap standard errors (none for METEOR). `--task-option skip_meteor=1` runs without Java.
 
 `--num-fewshot k`: k (MR, reference) pairs of the train split (drawn by --seed, never the evaluated MR), each the
