@@ -48,6 +48,9 @@ def _params(model_required: bool, with_base: bool, kind: bool, default_kind: str
     ]
     if adapters:
         out.append(_opt(list[str] | None, None, "--adapter", "-a", help="PEFT adapter directory (repeatable)."))
+        out.append(_opt(str | None, None, "--checkpoints", help="all, last or every:N (steps that are multiples of N, "
+                        "and the last): an --adapter DIR holding a training run's checkpoint-<step> folders becomes one "
+                        "variant per chosen checkpoint, in step order."))
     if with_base:
         out.append(_opt(bool, False, "--with-base", help="Also evaluate the bare base model."))
     out += [
@@ -75,10 +78,13 @@ def build_spec(values: dict[str, Any], default_kind: str) -> Any:
 
     if values["model"] is None:
         return None
+    from harness.reports.checkpoints import expand_adapters
+
     check_positive(values["batch_size"], "--batch-size")
+    adapters = expand_adapters(list(values.get("adapter") or []), values.get("checkpoints"))
     backend = get_backend(values["backend"])
     options = backend.parse_options(parse_options(values["backend_option"], "--backend-option"))
-    return ModelSpec(model=values["model"], adapters=list(values.get("adapter") or []),
+    return ModelSpec(model=values["model"], adapters=adapters,
                      with_base=values.get("with_base", False), kind=values.get("model_kind", default_kind),
                      load_in_4bit=values["load_in_4bit"], load_in_8bit=values["load_in_8bit"],
                      bnb_4bit_compute_dtype=values["bnb_4bit_compute_dtype"], dtype=values["dtype"],

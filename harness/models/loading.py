@@ -306,10 +306,13 @@ def _apply_adapter(model: Any, path: str, name: str, base_name: str) -> Any:
 
 def variant_labels(spec: ModelSpec) -> list[str]:
     """Labels of the variants iter_variants yields, in order: `base`, then each adapter's directory name
-    (`name-2`, `name-3` ... when two adapters share a name, so their run directories never collide)."""
+    (`name-2`, `name-3` ... when two adapters share a name, so their run directories never collide); a training
+    checkpoint `RUN/checkpoint-<step>` is `RUN@step<step>`, so the label names the run and carries the step."""
+    from harness.reports.checkpoints import checkpoint_label
+
     labels = ["base"] if spec.with_base or not spec.adapters else []
     for path in spec.adapters:
-        name = Path(path.rstrip("/")).name or path
+        name = checkpoint_label(Path(path.rstrip("/"))) or Path(path.rstrip("/")).name or path
         label, i = name, 2
         while label in labels:
             label, i = f"{name}-{i}", i + 1
