@@ -3,16 +3,19 @@
 Models only see lists of same-kind requests and return one answer each. Ordering is longest
 first (an out-of-memory shows up in the first batch, and padding is minimal); loglikelihood
 requests with the same context stay adjacent so a model can score the context once.
+
+Planning (which batches, in which order) is separate from answering (harness.execute: a local loop, or replicas on
+a Ray cluster), so every executor sends the model exactly the batches a one-process run sends, and results agree.
 """
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from harness.errors import HarnessError
-from harness.progress import progress_bar
 from harness.requests import Answer, Classify, Generate, LogLikelihood, Request
 from harness.store import Store
 
@@ -64,6 +67,97 @@ def _batches(kind: str, reqs: list[T], size: int, stem: Callable[[T], Any] | Non
     return out
 
 
+@dataclass
+class Batch:
+    """One model call: same-kind (variant label, request) pairs. `mixed` batches may hold several variants (for an
+    engine that serves them all at once); the others hold one variant's requests."""
+
+    kind: str
+    items: list[tuple[str, Request]]
+    mixed: bool = False
+
+    @property
+    def label(self) -> str:
+        return self.items[0][0]
+
+    @property
+    def requests(self) -> list[Request]:
+        return [r for _, r in self.items]
+
+
+@dataclass
+class Plan:
+    """The batches still to answer for some variants' requests, and the answers so far ({label: {key: answer}}).
+    `done_at` is set (time.time()) by an executor when the last batch is recorded."""
+
+    model_keys: dict[str, str]
+    answers: dict[str, dict[str, Answer]]
+    batches: list[Batch] = field(default_factory=list)
+    done_at: float | None = None
+
+    @property
+    def todo(self) -> int:
+        return sum(len(b.items) for b in self.batches)
+
+
+def _from_store(plan: Plan, per_variant: Mapping[str, Sequence[Request]], store: Store | None, resume: bool,
+                description: str) -> list[tuple[str, Request]]:
+    """The (label, request) pairs still to compute: deduped per variant, minus what the store has (with --resume)."""
+    todo: list[tuple[str, Request]] = []
+    for label, reqs in per_variant.items():
+        unique: dict[str, Request] = {}
+        for r in reqs:
+            unique.setdefault(r.key(), r)
+        if store is not None and resume:
+            plan.answers[label].update(store.get_many(plan.model_keys[label], list(unique)))
+        todo += [(label, r) for k, r in unique.items() if k not in plan.answers[label]]
+    if resume:
+        done = sum(len(a) for a in plan.answers.values())
+        print(f"{description}: {done} answers from the store, {len(todo)} to compute", file=sys.stderr)
+    return todo
+
+
+def plan_requests(model_key: str, requests: Sequence[Request], batch_size: int, store: Store | None = None,
+                  resume: bool = False, description: str = "requests", label: str = "model") -> Plan:
+    """The batches run_requests sends for one variant: per kind (first-seen order), longest first."""
+    plan = Plan({label: model_key}, {label: {}})
+    by_kind: dict[str, list[Request]] = {}
+    for _, r in _from_store(plan, {label: requests}, store, resume, description):
+        by_kind.setdefault(r.kind, []).append(r)
+    for kind, reqs in by_kind.items():
+        reqs.sort(key=_order)
+        plan.batches += [Batch(kind, [(label, r) for r in b]) for b in _batches(kind, reqs, max(1, batch_size))]
+    return plan
+
+
+def plan_mixed(per_variant: Mapping[str, tuple[str, Sequence[Request]]], batch_size: int, store: Store | None = None,
+               resume: bool = False, description: str = "requests") -> Plan:
+    """The batches run_mixed sends: every variant's requests in batches that mix variants."""
+    plan = Plan({label: mkey for label, (mkey, _) in per_variant.items()}, {label: {} for label in per_variant})
+    todo = _from_store(plan, {label: reqs for label, (_, reqs) in per_variant.items()}, store, resume, description)
+    by_kind: dict[str, list[tuple[str, Request]]] = {}
+    for item in todo:
+        by_kind.setdefault(item[1].kind, []).append(item)
+    for kind, items in by_kind.items():
+        items.sort(key=lambda it: (_order(it[1]), it[0]))
+        plan.batches += [Batch(kind, b, mixed=True) for b in _batches(kind, items, max(1, batch_size),
+                                                                      stem=lambda it: (it[0], _stem(it[1])))]
+    return plan
+
+
+def record(plan: Plan, batch: Batch, out: list[Answer], store: Store | None, who: str) -> None:
+    """Keep one batch's answers in the plan and the store (one transaction per variant), as the batch returns."""
+    if len(out) != len(batch.items):
+        raise RuntimeError(f"{who} returned {len(out)} answers for {len(batch.items)}")
+    per: dict[str, list[tuple[str, str, Answer]]] = {}
+    for (label, r), a in zip(batch.items, out):
+        per.setdefault(label, []).append((r.key(), batch.kind, a))
+        plan.answers[label][r.key()] = a
+    if store is not None:
+        for label, keyed in per.items():
+            store.put_many(plan.model_keys[label], keyed)
+
+
 def run_requests(
     model: Model,
     model_key: str,
@@ -74,34 +168,18 @@ def run_requests(
     description: str = "requests",
 ) -> dict[str, Answer]:
     """Answer every request; returns {request.key(): answer}. Each batch is stored as it finishes."""
-    unique: dict[str, Request] = {}
-    for r in requests:
-        unique.setdefault(r.key(), r)
-    answers: dict[str, Answer] = {}
-    if store is not None and resume:
-        answers.update(store.get_many(model_key, list(unique)))
-    todo = [r for k, r in unique.items() if k not in answers]
-    if resume:
-        print(f"{description}: {len(answers)} answers from the store, {len(todo)} to compute", file=sys.stderr)
-    by_kind: dict[str, list[Request]] = {}
-    for r in todo:
-        by_kind.setdefault(r.kind, []).append(r)
-    with progress_bar(description, total=len(todo), quiet=quiet) as advance:
-        for kind, reqs in by_kind.items():
-            method = getattr(model, kind, None)
-            if method is None:
-                raise HarnessError(f"model {model.identity.get('base', '?')} cannot answer {kind} requests")
-            reqs.sort(key=_order)
-            for batch in _batches(kind, reqs, max(1, model.batch_size)):
-                out = method(batch)
-                if len(out) != len(batch):
-                    raise RuntimeError(f"{type(model).__name__}.{kind} returned {len(out)} answers for {len(batch)}")
-                keyed = [(r.key(), kind, a) for r, a in zip(batch, out)]
-                if store is not None:
-                    store.put_many(model_key, keyed)
-                answers.update((k, a) for k, _, a in keyed)
-                advance(len(batch))
-    return answers
+    from harness.execute.local import answer_local
+
+    plan = plan_requests(model_key, requests, model.batch_size, store, resume, description)
+    for kind in dict.fromkeys(b.kind for b in plan.batches):
+        if getattr(model, kind, None) is None:
+            raise HarnessError(f"model {model.identity.get('base', '?')} cannot answer {kind} requests")
+
+    def ask(batch: Batch) -> tuple[list[Answer], str]:
+        return getattr(model, batch.kind)(batch.requests), f"{type(model).__name__}.{batch.kind}"
+
+    answer_local(ask, [plan], store, quiet, description)
+    return plan.answers["model"]
 
 
 def run_mixed(
@@ -115,33 +193,12 @@ def run_mixed(
     """Answer the requests of every variant ({label: (store key, requests)}) in batches that mix variants, for a
     backend whose engine serves them all at once; returns {label: {request.key(): answer}}, each stored under its
     own variant as its batch finishes."""
-    answers: dict[str, dict[str, Answer]] = {label: {} for label in per_variant}
-    todo: list[tuple[str, Request]] = []
-    for label, (mkey, reqs) in per_variant.items():
-        unique = {r.key(): r for r in reqs}
-        if store is not None and resume:
-            answers[label].update(store.get_many(mkey, list(unique)))
-        todo += [(label, r) for k, r in unique.items() if k not in answers[label]]
-    if resume:
-        done = sum(len(a) for a in answers.values())
-        print(f"{description}: {done} answers from the store, {len(todo)} to compute", file=sys.stderr)
-    by_kind: dict[str, list[tuple[str, Request]]] = {}
-    for item in todo:
-        by_kind.setdefault(item[1].kind, []).append(item)
-    with progress_bar(description, total=len(todo), quiet=quiet) as advance:
-        for kind, items in by_kind.items():
-            items.sort(key=lambda it: (_order(it[1]), it[0]))
-            for batch in _batches(kind, items, max(1, session.batch_size),
-                                  stem=lambda it: (it[0], _stem(it[1]))):  # type: ignore[arg-type]
-                out = session.answer(kind, batch)
-                if len(out) != len(batch):
-                    raise RuntimeError(f"{type(session).__name__}.answer returned {len(out)} answers for {len(batch)}")
-                per: dict[str, list[tuple[str, str, Answer]]] = {}
-                for (label, r), a in zip(batch, out):
-                    per.setdefault(label, []).append((r.key(), kind, a))
-                    answers[label][r.key()] = a
-                if store is not None:
-                    for label, keyed in per.items():
-                        store.put_many(per_variant[label][0], keyed)
-                advance(len(batch))
-    return answers
+    from harness.execute.local import answer_local
+
+    plan = plan_mixed(per_variant, session.batch_size, store, resume, description)
+
+    def ask(batch: Batch) -> tuple[list[Answer], str]:
+        return session.answer(batch.kind, batch.items), f"{type(session).__name__}.answer"
+
+    answer_local(ask, [plan], store, quiet, description)
+    return plan.answers
