@@ -87,14 +87,15 @@ def _retry_after(headers: httpx.Headers) -> float | None:
 
 
 def error_message(resp: httpx.Response, secrets: tuple[str, ...] = ()) -> str:
-    """The first line of the endpoint's error message, redacted before it is cut (a cut key would not match)."""
+    """The endpoint's error message on one line (at most 300 characters), redacted before it is cut (a cut key
+    would not match)."""
     try:
         err = resp.json().get("error", {})
         msg = err.get("message") if isinstance(err, dict) else str(err)
     except (ValueError, AttributeError):  # not JSON, or JSON that is not an object
         msg = resp.text
-    msg = redact(str(msg or ""), secrets).strip()
-    return msg.splitlines()[0][:200] if msg else "no message"
+    msg = " ".join(redact(str(msg or ""), secrets).split())
+    return msg[:300] if msg else "no message"
 
 
 @dataclass
