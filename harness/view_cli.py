@@ -62,9 +62,14 @@ def view(
         raise HarnessError(f"-o {output}: is a directory; give the HTML file to write")
     if serve is not None and not 0 <= serve <= 65535:
         raise HarnessError(f"--serve {serve}: not a port (0-65535)")
-    report = build(list(results_dir))
-    server = make_server(output, serve) if serve is not None else None  # a taken port fails before anything is written
-    size = write(report, output)
+    server = make_server(output, serve) if serve is not None else None  # a taken port fails before any work
+    try:
+        report = build(list(results_dir))
+        size = write(report, output)
+    except BaseException:
+        if server is not None:
+            server.server_close()
+        raise
     print(f"wrote {output} ({size_text(size)})", file=sys.stderr)
     if open_browser:
         webbrowser.open(output.resolve().as_uri())

@@ -8,7 +8,7 @@ CSS = r"""
 :root{--fg:#1d2330;--muted:#5b6475;--line:#d8dce4;--bg:#f7f8fa;--accent:#2456c9;--good:#137333;--bad:#b3261e}
 *{box-sizing:border-box}
 body{margin:0;font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:var(--fg);background:#fff}
-header{padding:12px 20px 4px;border-bottom:1px solid var(--line);background:var(--bg);position:sticky;top:0;z-index:2}
+header{padding:12px 20px 4px;border-bottom:1px solid var(--line);background:var(--bg)}
 h1{font-size:19px;margin:0 0 6px}h2{font-size:17px;margin:6px 0 10px}h3{font-size:15px;margin:18px 0 6px}
 nav a{display:inline-block;padding:5px 11px;margin-right:3px;border:1px solid var(--line);border-bottom:none;
 border-radius:6px 6px 0 0;color:var(--fg);text-decoration:none;background:#eef0f4}
@@ -185,8 +185,14 @@ JS = r"""
   async function samplesInit() {
     const ts = $("#s-task"), fail = failed($("#s-count"));
     META.tasks.forEach((t, i) => option(ts, i, t.name));
-    const again = () => { S.page = 0; renderSamples().catch(fail); };
-    ts.onchange = () => { S.task = Number(ts.value); S.page = 0; fillSampleSelectors().then(renderSamples).catch(fail); };
+    const busy = () => { $("#s-list").dataset.state = "busy"; };
+    const again = () => { busy(); S.page = 0; renderSamples().catch(fail); };
+    ts.onchange = () => {
+      busy();
+      S.task = Number(ts.value);
+      S.page = 0;
+      fillSampleSelectors().then(renderSamples).catch(fail);
+    };
     $("#s-variant").onchange = e => { S.variant = e.target.value; again(); };
     $("#s-metric").onchange = e => { S.metric = e.target.value; again(); };
     for (const b of $$("[data-filter]")) {
@@ -198,6 +204,7 @@ JS = r"""
     }
     let timer = null;
     $("#s-search").oninput = e => {
+      busy();
       clearTimeout(timer);
       timer = setTimeout(() => { S.q = e.target.value.trim().toLowerCase(); again(); }, 120);
     };
@@ -277,7 +284,7 @@ JS = r"""
   async function flipsInit() {
     const vs = $("#fl-variant"), ts = $("#fl-task"), fail = failed($("#fl-summary"));
     META.variants.forEach((v, i) => {
-      if (v.base !== null && v.base !== undefined) option(vs, i, v.name + "  vs  " + META.variants[v.base].name);
+      if (v.base !== null && v.base !== undefined) option(vs, i, v.name + " vs " + META.variants[v.base].name);
     });
     if (!vs.options.length) {
       $("#fl-summary").textContent = "No adapter row with a base row of the same model.";
@@ -285,9 +292,10 @@ JS = r"""
     }
     META.tasks.forEach((t, i) => option(ts, i, t.name));
     F.variant = Number(vs.value);
-    vs.onchange = () => { F.variant = Number(vs.value); renderFlips().catch(fail); };
-    ts.onchange = () => { F.task = Number(ts.value); fillFlipMetrics().then(renderFlips).catch(fail); };
-    $("#fl-metric").onchange = e => { F.metric = e.target.value; renderFlips().catch(fail); };
+    const busy = () => { $("#flips").dataset.state = "busy"; };
+    vs.onchange = () => { busy(); F.variant = Number(vs.value); renderFlips().catch(fail); };
+    ts.onchange = () => { busy(); F.task = Number(ts.value); fillFlipMetrics().then(renderFlips).catch(fail); };
+    $("#fl-metric").onchange = e => { busy(); F.metric = e.target.value; renderFlips().catch(fail); };
     await fillFlipMetrics();
     await renderFlips();
   }
@@ -324,6 +332,7 @@ JS = r"""
     fs.onchange = () => { J.file = fs.value; J.page = 0; renderJudgments(rows); };
     let timer = null;
     $("#j-search").oninput = e => {
+      $("#j-list").dataset.state = "busy";
       clearTimeout(timer);
       timer = setTimeout(() => { J.q = e.target.value.trim().toLowerCase(); J.page = 0; renderJudgments(rows); }, 120);
     };
