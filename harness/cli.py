@@ -5,13 +5,16 @@ from __future__ import annotations
 import importlib
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from harness.errors import HarnessError
 from harness.models.loading import ModelSpec
 from harness.options import model_options, parse_options
+
+if TYPE_CHECKING:
+    from harness.execute.ray import RayOptions
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Evaluate language models and their LoRA / QLoRA adapters; train those adapters.")
@@ -51,6 +54,14 @@ def run(
     resume: Annotated[bool, typer.Option(help="Reuse answers recorded by an earlier (killed) run.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing --run-name directory.")] = False,
     quiet: QuietOpt = False,
+    ray: Annotated[str | None, typer.Option(
+        "--ray", help="Answer on a Ray cluster: auto (a running one, else start one here) or HOST:PORT of its head.")] = None,
+    replicas: Annotated[int | None, typer.Option(
+        help="Model replicas on the cluster (default: one per GPU with --device cuda, else one per "
+             "--ray-cpus-per-replica CPUs).")] = None,
+    ray_cpus_per_replica: Annotated[float, typer.Option(help="CPUs (and torch threads) each replica holds.")] = 1.0,
+    ray_gpus_per_replica: Annotated[float | None, typer.Option(
+        help="GPUs each replica holds (default 1 with --device cuda; more for the backend's tensor parallelism).")] = None,
 ) -> None:
     """Evaluate a base model and each of its adapters on tasks; write results/<run>/results.json."""
     from harness.evaluate import RunSpec
@@ -72,11 +83,25 @@ def run(
         if not prompt_template.is_file():
             raise HarnessError(f"--prompt-template {prompt_template}: file not found")
         cfg.options["prompt_template"] = str(prompt_template)
+    ray_opts = _ray_options(ray, replicas, ray_cpus_per_replica, ray_gpus_per_replica)
     spec = RunSpec(
         model=model, tasks=parse_task_list(tasks), task_cfg=cfg, output_dir=output_dir, run_name=run_name, resume=resume,
-        overwrite=overwrite, quiet=quiet)
+        overwrite=overwrite, quiet=quiet, ray=ray_opts)
     for path in do_run(spec, argv=sys.argv):
         _print_summary(path)
+
+
+def _ray_options(address: str | None, replicas: int | None, cpus: float, gpus: float | None) -> RayOptions | None:
+    """The --ray flags, checked; the others without --ray are errors, not silence."""
+    from harness.execute.ray import RayOptions
+
+    if address is None:
+        given = [flag for flag, value, default in (("--replicas", replicas, None), ("--ray-cpus-per-replica", cpus, 1.0),
+                                                   ("--ray-gpus-per-replica", gpus, None)) if value != default]
+        if given:
+            raise HarnessError(f"{', '.join(given)}: only with --ray (auto or HOST:PORT of a Ray head)")
+        return None
+    return RayOptions(address, replicas, cpus, gpus).validate()
 
 
 def _print_summary(path: Path) -> None:

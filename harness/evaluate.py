@@ -20,6 +20,7 @@ from typing import Any
 from harness.backends.base import Session, VariantInfo
 from harness.data import rows_hash
 from harness.errors import HarnessError
+from harness.execute.ray import RayOptions
 from harness.metrics.stats import Metric
 from harness.models.loading import (
     ModelSpec,
@@ -32,7 +33,7 @@ from harness.models.loading import (
 from harness.registry import make_tasks
 from harness.requests import Generate, LogLikelihood, Request
 from harness.results import atomic_write_json, atomic_write_jsonl, header
-from harness.runner import run_mixed, run_requests
+from harness.runner import Plan, plan_mixed, plan_requests, run_mixed, run_requests
 from harness.store import Store
 from harness.task import Doc, ModelInfo, Task, TaskConfig, check_options
 
@@ -47,6 +48,7 @@ class RunSpec:
     resume: bool = False
     overwrite: bool = False
     quiet: bool = False
+    ray: RayOptions | None = None  # answer on replicas of a Ray cluster instead of in this process
 
 
 def log(msg: str, quiet: bool) -> None:
@@ -245,6 +247,8 @@ def run(spec: RunSpec, argv: list[str] | None = None) -> list[Path]:
         read_adapter_config(a)  # flags first: a wrong --adapter should not wait for data loading
     run_dirs = plan_run_dirs(spec)
     loaded = load_tasks(spec.tasks, spec.task_cfg)
+    if spec.ray is not None:
+        return run_on_ray(spec, run_dirs, loaded, argv)
     session = backend().open(spec.model)
     store: Store | None = None
     written: list[Path] = []
@@ -285,7 +289,7 @@ def run(spec: RunSpec, argv: list[str] | None = None) -> list[Path]:
 
 
 def results_record(spec: RunSpec, v: VariantInfo, engine: dict[str, Any], tasks_out: dict[str, Any],
-                   argv: list[str] | None) -> dict[str, Any]:
+                   argv: list[str] | None, cluster: dict[str, Any] | None = None) -> dict[str, Any]:
     ident = {k: val for k, val in v.identity.items()}
     ident["device"] = spec.model.device
     return {
@@ -293,9 +297,65 @@ def results_record(spec: RunSpec, v: VariantInfo, engine: dict[str, Any], tasks_
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "label": v.label,
         "model": ident,
+        **({"cluster": cluster} if cluster is not None else {}),
         "backend": engine,
         "run": {"command": argv or sys.argv, "batch_size": spec.model.batch_size, "limit": spec.task_cfg.limit,
                 "num_fewshot": spec.task_cfg.num_fewshot, "seed": spec.task_cfg.seed,
                 "samples": spec.task_cfg.samples, "temperature": spec.task_cfg.temperature},
         "tasks": tasks_out,
     }
+
+
+def plan_run(variants: list[VariantInfo], mixes: bool, batch_size: int, kind: str, loaded: list[tuple[Task, list[Doc], str]],
+             store: Store, spec: RunSpec) -> list[tuple[list[str], int, list[list[Request]], Plan]]:
+    """Every (variants, task) of the run planned up front, with the batches a one-process run would send:
+    [(labels, index into loaded, per-doc requests, plan)]."""
+    model = ModelInfo(kind)
+    out: list[tuple[list[str], int, list[list[Request]], Plan]] = []
+    for t, (task, docs, _) in enumerate(loaded):
+        per_doc = build_requests(task, docs, model)
+        flat = [r for reqs in per_doc for r in reqs]
+        if mixes:
+            keyed = {v.label: (model_key(v.identity), flat) for v in variants}
+            out.append(([v.label for v in variants], t, per_doc, plan_mixed(
+                keyed, batch_size, store, spec.resume, f"{len(keyed)} variant(s) · {task.name}")))
+            continue
+        for v in variants:
+            out.append(([v.label], t, per_doc, plan_requests(model_key(v.identity), flat, batch_size, store, spec.resume,
+                                                              f"{v.label} · {task.name}", label=v.label)))
+    return out
+
+
+def run_on_ray(spec: RunSpec, run_dirs: dict[str, Path], loaded: list[tuple[Task, list[Doc], str]],
+               argv: list[str] | None) -> list[Path]:
+    """The run on a Ray cluster: replicas build the model; this process plans every batch as a one-process run
+    would, has the replicas answer them (each stored as it returns), then scores and writes each variant."""
+    from harness.execute.ray import RayExecutor
+
+    assert spec.ray is not None
+    written: list[Path] = []
+    with RayExecutor(spec.model, spec.ray, spec.quiet) as ex:
+        info = ex.info
+        check_honoured(spec.task_cfg, loaded, ModelInfo(info.kind))
+        store = Store.open(spec.output_dir / ".store.sqlite", spec.resume)
+        try:
+            jobs = plan_run(info.variants, info.mixes_variants, info.batch_size, info.kind, loaded, store, spec)
+            t0 = time.time()
+            ex.answer([plan for *_, plan in jobs], store, f"{len(info.variants)} variant(s) · {len(loaded)} task(s) on ray")
+            outs: dict[str, dict[str, Any]] = {v.label: {} for v in info.variants}
+            rows: dict[str, dict[str, list[dict[str, Any]]]] = {v.label: {} for v in info.variants}
+            for labels, t, per_doc, plan in jobs:
+                task, docs, data_hash = loaded[t]
+                for label in labels:
+                    outs[label][task.name], rows[label][task.name] = score_task(
+                        task, docs, per_doc, plan.answers[label], data_hash, ModelInfo(info.kind),
+                        max(0.0, (plan.done_at or t0) - t0))
+            engine, cluster = {**info.engine, "options": spec.model.backend_options}, ex.describe()
+            for v in info.variants:
+                path = write_run_dir(run_dirs[v.label], results_record(spec, v, engine, outs[v.label], argv, cluster),
+                                     rows[v.label])
+                written.append(path)
+                log(f"wrote {path}", spec.quiet)
+        finally:
+            store.close()
+    return written
