@@ -162,6 +162,25 @@ def test_two_replicas_match_one_process(ray_head: str, tiny_gpt2: Path, adapters
     assert rows == _store_rows(one_process)[0] and inserted == len(rows)
 
 
+def _start(args: list[str], err: Path) -> subprocess.Popen[str]:
+    """`harness ARGS` in the background, its stderr (the replicas' pids among it) going to `err`."""
+    with err.open("w") as f:
+        return subprocess.Popen([sys.executable, "-m", "harness.cli", *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=f,
+                                text=True, env={**os.environ, "OMP_NUM_THREADS": "2"})
+
+
+def _replica_pids_once_answering(proc: subprocess.Popen[str], err: Path, out: Path, replicas: int) -> list[int]:
+    """The replicas' pids, as soon as every replica is up and some answers are stored (so batches are in flight and
+    the run is not finished); [] if the run ended first."""
+    deadline = time.time() + 400
+    while proc.poll() is None and time.time() < deadline:
+        time.sleep(0.1)
+        pids = [int(line.rsplit("pid ", 1)[1].rstrip(")")) for line in err.read_text().splitlines() if "ready on node" in line]
+        if len(pids) == replicas and _answers_stored(out):
+            return pids
+    return []
+
+
 @pytest.mark.parametrize("replicas", [2, 1])
 def test_replica_killed_mid_run_is_replaced_and_results_are_identical(
         replicas: int, ray_head: str, tiny_gpt2: Path, adapters: list[Path], shared_data: Path, one_process: Path,
@@ -169,22 +188,13 @@ def test_replica_killed_mid_run_is_replaced_and_results_are_identical(
     """With two replicas the other one may finish the run; with one, the run finishes only if Ray restarts it and
     its lost batches are answered again."""
     out, err = tmp_path / "ray", tmp_path / "stderr.txt"
-    args = _args(tiny_gpt2, adapters, shared_data, out, "ray")
-    with err.open("w") as f:
-        proc = subprocess.Popen([sys.executable, "-m", "harness.cli", *args, "--ray", ray_head, "--replicas", str(replicas)],
-                                cwd=ROOT, stdout=subprocess.PIPE, stderr=f, text=True,
-                                env={**os.environ, "OMP_NUM_THREADS": "2"})
-    victim = None
-    deadline = time.time() + 400
-    while victim is None and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.1)
-        pids = [int(line.rsplit("pid ", 1)[1].rstrip(")")) for line in err.read_text().splitlines() if "ready on node" in line]
-        if len(pids) == replicas and _answers_stored(out):
-            victim = pids[0]
-            os.kill(victim, signal.SIGKILL)  # batches are in flight: some answers stored, the run not finished
-    stdout, _ = proc.communicate(timeout=600)
+    proc = _start([*_args(tiny_gpt2, adapters, shared_data, out, "ray"), "--ray", ray_head, "--replicas", str(replicas)], err)
+    pids = _replica_pids_once_answering(proc, err, out, replicas)
+    assert pids, err.read_text()
+    victim = pids[0]
+    os.kill(victim, signal.SIGKILL)
+    proc.communicate(timeout=600)
     log = err.read_text()
-    assert victim is not None, log
     assert proc.returncode == 0, log[-3000:]
     assert f"(pid {victim}) died" in log, log
     assert "back on node" in log or replicas > 1, log
@@ -196,6 +206,33 @@ def test_replica_killed_mid_run_is_replaced_and_results_are_identical(
     assert inserted == len(rows)  # no request answered twice in the store
     with pytest.raises(ProcessLookupError):
         os.kill(victim, 0)
+
+
+def test_driver_killed_resumes_with_identical_results(ray_head: str, tiny_gpt2: Path, adapters: list[Path],
+                                                      shared_data: Path, one_process: Path, tmp_path: Path) -> None:
+    """kill -9 of the driver mid-run: its replicas go with it (Ray ends a dead driver's actors), nothing is
+    written; --resume answers only what the store lacks and gives the one-process results."""
+    out, err = tmp_path / "ray", tmp_path / "stderr.txt"
+    args = [*_args(tiny_gpt2, adapters, shared_data, out, "ray"), "--ray", ray_head, "--replicas", "2"]
+    proc = _start(args, err)
+    pids = _replica_pids_once_answering(proc, err, out, 2)
+    assert pids, err.read_text()
+    proc.kill()
+    proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    assert not list(out.glob("*/results.json"))
+    stored = _store_rows(out)[1]
+    deadline = time.time() + 120
+    while time.time() < deadline and any(Path(f"/proc/{p}").exists() for p in pids):
+        time.sleep(0.5)
+    assert not any(Path(f"/proc/{p}").exists() for p in pids), "the dead driver's replicas are still running"
+    again = harness_cli(*args, "--resume", check=True)
+    assert sum(int(ln.split(": ")[-1].split()[0]) for ln in again.stderr.splitlines() if "answers from the store" in ln) \
+        == stored
+    for label in LABELS:
+        assert _comparable(out / f"ray__{label}") == _comparable(one_process / f"ref__{label}"), label
+    rows, inserted = _store_rows(out)
+    assert rows == _store_rows(one_process)[0] and inserted == len(rows)
 
 
 def test_replica_that_cannot_build_stops_the_run(ray_head: str, tiny_gpt2: Path, shared_data: Path, tmp_path: Path) -> None:

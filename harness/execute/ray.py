@@ -93,6 +93,7 @@ class Replica:
         self.node = ray.util.get_node_ip_address()
         self.session: Any = None
         self.error: str | None = None
+        self.stats = {"batches": 0, "busy_s": 0.0, "cpu_s": 0.0}  # since this process started
         if threads is not None:
             import torch
 
@@ -113,13 +114,23 @@ class Replica:
         return out
 
     def answer(self, batch: Batch) -> list[Answer]:
+        t0, c0 = time.perf_counter(), time.process_time()
         if batch.mixed:
-            return list(self.session.answer(batch.kind, batch.items))
-        method = getattr(self.session.model_for(batch.label), batch.kind, None)
-        if method is None:
-            raise HarnessError(f"model {self.session.variants[0].identity.get('base', '?')} cannot answer {batch.kind} "
-                               "requests")
-        return list(method(batch.requests))
+            out = list(self.session.answer(batch.kind, batch.items))
+        else:
+            method = getattr(self.session.model_for(batch.label), batch.kind, None)
+            if method is None:
+                raise HarnessError(f"model {self.session.variants[0].identity.get('base', '?')} cannot answer "
+                                   f"{batch.kind} requests")
+            out = list(method(batch.requests))
+        self.stats["batches"] += 1
+        self.stats["busy_s"] += time.perf_counter() - t0
+        self.stats["cpu_s"] += time.process_time() - c0
+        return out
+
+    def report(self) -> dict[str, Any]:
+        """Batches answered and seconds spent answering them (wall and CPU), for results.json and the bench."""
+        return {"node": self.node, "pid": os.getpid(), **{k: round(v, 3) for k, v in self.stats.items()}}
 
 
 def _open_any_order(spec: ModelSpec) -> Any:
@@ -195,6 +206,7 @@ class RayExecutor:
         self.reps: list[_Rep] = []
         self.restarts = 0
         self.timings: dict[str, float] = {}
+        self.work: list[dict[str, Any]] = []  # per replica: batches and seconds answering (replica_report)
         self.ray = _import_ray()
         self._log = _Bar(None, None).log
 
@@ -331,7 +343,17 @@ class RayExecutor:
                  for n in self.ray.nodes() if n.get("Alive")]
         return {"ray": self.ray.__version__, "address": self.opts.address, "nodes": nodes, "replicas": len(self.reps),
                 "per_replica": self.per_replica, "replica_nodes": [r.node for r in self.reps],
-                "replica_restarts": self.restarts, "startup_s": dict(self.timings)}
+                "replica_restarts": self.restarts, "startup_s": dict(self.timings), "replica_work": self.work}
+
+    def _collect_work(self) -> None:
+        """What each live replica answered (a restarted one counts from its restart)."""
+        refs = {r.index: r.handle.report.remote() for r in self.reps if r.state == "alive"}
+        self.work = []
+        for i, ref in refs.items():
+            try:
+                self.work.append({"replica": i, **self.ray.get(ref, timeout=30)})
+            except (self.ray.exceptions.RayActorError, self.ray.exceptions.GetTimeoutError):
+                continue
 
     # --- answering -----------------------------------------------------------------------------------------------
     def answer(self, plans: Sequence[Plan], store: Store | None, description: str = "ray") -> None:
@@ -342,6 +364,7 @@ class RayExecutor:
                 _Dispatch(self, plans, store, bar).run()
             finally:
                 self._log = _Bar(None, None).log
+        self._collect_work()
 
 
 @dataclass
