@@ -65,7 +65,7 @@ def view(
     server = make_server(output, serve) if serve is not None else None  # a taken port fails before any work
     try:
         report = build(list(results_dir))
-        size = write(report, output)
+        size = write(report, output, title)
     except BaseException:
         if server is not None:
             server.server_close()

@@ -422,3 +422,25 @@ def test_bad_inputs(tmp_path: Path, runs: dict[str, Any], monkeypatch: pytest.Mo
             lines = err.strip().splitlines()
             assert code == 2 and len(lines) == 1 and lines[0].startswith("error: ") and says in lines[0], (args, err)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "out"]  # nothing written
+
+
+def test_sweep_table_and_plot(tiny_gpt2: Path, gsm8k_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                              capsys: pytest.CaptureFixture[str]) -> None:
+    """A real (tiny) sweep's sweep.json becomes a table row per grid point and a metric-by-rank plot."""
+    from harness.train.spec import TrainSpec
+    from harness.train.sweep import run_sweep
+
+    base = TrainSpec(model=str(tiny_gpt2), task="gsm8k", output_dir=tmp_path / "unused", data_dir=gsm8k_data,
+                     target_modules="c_attn", max_steps=2, batch_size=4, train_limit=8, max_length=96,
+                     eval_max_new_tokens=6, quiet=True)
+    out = tmp_path / "sweep"
+    run_sweep(base, "r=1,2", out, limit=2, eval_batch_size=8)
+    points = json.loads((out / "sweep.json").read_text())["points"]
+    code, _, err = run_main(monkeypatch, capsys, "view", str(out), "-o", str(tmp_path / "r.html"))
+    assert code == 0, err
+    html = (tmp_path / "r.html").read_text()
+    sweep = html[html.index('<article class="sweep">'):]
+    sweep = sweep[: sweep.index("</article>")]
+    assert 'aria-label="sweep"' in sweep and sweep.count("<tr><td>r=") == len(points) == 2
+    for p in points:
+        assert f"<td>{p['point']}</td><td>{p['params']['r']}</td>" in sweep

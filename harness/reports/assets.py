@@ -281,6 +281,27 @@ JS = r"""
     F.metric = T.default || T.metrics[0] || null;
     if (F.metric) ms.value = F.metric;
   }
+  function fillFlipTasks() {
+    const ts = $("#fl-task"), base = META.variants[F.variant].base, keep = F.task;
+    ts.textContent = "";
+    META.tasks.forEach((t, i) => {
+      if (t.variants.includes(F.variant) && t.variants.includes(base)) option(ts, i, t.name);
+    });
+    const values = Array.from(ts.options).map(o => Number(o.value));
+    F.task = values.includes(keep) ? keep : (values.length ? values[0] : null);
+    if (F.task !== null) ts.value = String(F.task);
+  }
+  async function showFlips() {
+    fillFlipTasks();
+    if (F.task === null) {
+      $("#fl-summary").textContent = "this adapter and its base share no task with samples";
+      for (const id of ["#flips-fixed", "#flips-broke", "#fl-nfixed", "#fl-nbroke", "#fl-metric"]) $(id).textContent = "";
+      $("#flips").dataset.state = "ready";
+      return;
+    }
+    await fillFlipMetrics();
+    await renderFlips();
+  }
   async function flipsInit() {
     const vs = $("#fl-variant"), ts = $("#fl-task"), fail = failed($("#fl-summary"));
     META.variants.forEach((v, i) => {
@@ -288,16 +309,15 @@ JS = r"""
     });
     if (!vs.options.length) {
       $("#fl-summary").textContent = "No adapter row with a base row of the same model.";
+      $("#flips").dataset.state = "ready";
       return;
     }
-    META.tasks.forEach((t, i) => option(ts, i, t.name));
     F.variant = Number(vs.value);
     const busy = () => { $("#flips").dataset.state = "busy"; };
-    vs.onchange = () => { busy(); F.variant = Number(vs.value); renderFlips().catch(fail); };
+    vs.onchange = () => { busy(); F.variant = Number(vs.value); showFlips().catch(fail); };
     ts.onchange = () => { busy(); F.task = Number(ts.value); fillFlipMetrics().then(renderFlips).catch(fail); };
     $("#fl-metric").onchange = e => { busy(); F.metric = e.target.value; renderFlips().catch(fail); };
-    await fillFlipMetrics();
-    await renderFlips();
+    await showFlips();
   }
 
   // --- judgments -----------------------------------------------------------------------------------------------

@@ -346,7 +346,8 @@ def _data_scripts(rep: Report) -> tuple[str, dict[str, Any], dict[str, int]]:
         stats["raw"] += raw
         stats["packed"] += packed
         stats["samples"] += sum(v["n"] for v in data["variants"])
-        tasks.append({"name": name, "blob": f"blob-samples-{i}", "metrics": data["metrics"], "default": data["default"]})
+        tasks.append({"name": name, "blob": f"blob-samples-{i}", "metrics": data["metrics"], "default": data["default"],
+                      "variants": [v["v"] for v in data["variants"]]})
     meta: dict[str, Any] = {"tasks": tasks, "variants": [], "judgments": None}
     if rep.table is not None:
         index = {r["name"]: i for i, r in enumerate(rep.table["rows"])}

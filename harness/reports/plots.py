@@ -6,6 +6,7 @@ import io
 import itertools
 import math
 import re
+from html import escape
 from typing import Any
 
 from matplotlib.axes import Axes
@@ -32,7 +33,7 @@ def svg(fig: Figure, name: str = "plot") -> str:
     text = re.sub(r'\bid="([^"]+)"', lambda m: f'id="{prefix}{m.group(1)}"', text)
     text = re.sub(r'(xlink:href|href)="#([^"]+)"', lambda m: f'{m.group(1)}="#{prefix}{m.group(2)}"', text)
     text = re.sub(r"url\(#([^)]+)\)", lambda m: f"url(#{prefix}{m.group(1)})", text)
-    return text.replace("<svg ", f'<svg class="plot" role="img" aria-label="{name}" ', 1)
+    return text.replace("<svg ", f'<svg class="plot" role="img" aria-label="{escape(name, quote=True)}" ', 1)
 
 
 def _figure(width: float, height: float) -> Figure:
