@@ -5,7 +5,6 @@ result, one forgetting report) and every view is checked against the runs' own f
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import socket
@@ -284,8 +283,7 @@ def test_report_needs_no_network_and_states_its_size(page: Any, runs: dict[str, 
 
 
 def test_screenshot_of_each_page(page: Any, runs: dict[str, Any], tmp_path: Path) -> None:
-    """Artefacts: one PNG per page in the test's tmp dir; docs/report.png (the README's) when missing or when
-    HARNESS_UPDATE_DOCS=1."""
+    """Artefacts: one PNG per page in the test's tmp dir, and docs/report.png (the README's) when it is missing."""
     shots = []
     for a in page.find_elements("css selector", "#tabs a"):
         name = a.get_attribute("id")[4:]
@@ -298,7 +296,7 @@ def test_screenshot_of_each_page(page: Any, runs: dict[str, Any], tmp_path: Path
         shots.append(shot)
     assert len(shots) == 6  # leaderboard, tasks, samples, flips, judges, forgetting
     docs = ROOT / "docs" / "report.png"
-    if not docs.exists() or os.environ.get("HARNESS_UPDATE_DOCS") == "1":
+    if not docs.exists():
         docs.parent.mkdir(exist_ok=True)
         shutil.copy(tmp_path / "report-samples.png", docs)
 
