@@ -158,6 +158,7 @@ def test_loglikelihood_split_and_alignment() -> None:
             reqs = [LogLikelihood("Question: why?\nAnswer:", " because it is"), LogLikelihood("Question: why?\nAnswer: ",
                                                                                               "because it is")]
             got = s.answer("loglikelihood", [("base", r) for r in reqs])  # type: ignore[attr-defined]
+            assert s.status().endswith("req/s · 0 retries · 0 failed")  # type: ignore[attr-defined]
         finally:
             s.close()  # type: ignore[attr-defined]
     want = expected_loglikelihood("tiny", "Question: why?\nAnswer:", " because it is")
@@ -194,3 +195,40 @@ def test_what_the_endpoint_cannot_do_is_an_error_before_the_run(shared_data: Pat
                                 f"base_url={srv.url}", "--model", "nope", "--tasks", "gsm8k", "--data-dir", str(shared_data),
                                 "-o", str(tmp_path / "n"))
         assert code == 2 and "--model nope: not served at" in err and "served-lora, tiny" in err, err
+
+
+def test_kill_9_mid_run_then_resume_asks_only_for_the_rest(gsm8k_data: Path, tmp_path: Path) -> None:
+    """A run killed part-way keeps every batch it stored; --resume asks the endpoint only for what the store lacks
+    and ends with the answers of an uninterrupted run."""
+    import signal
+    import time
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    with JudgeServer(latency=0.05) as srv:
+        def cmd(out: Path, *extra: str) -> list[str]:
+            return [sys.executable, "-m", "harness.cli", *run_cmd(srv.url, out, "--data-dir", str(gsm8k_data),
+                                                                 "--backend-option", "concurrency=2", *extra,
+                                                                 tasks="gsm8k", limit=40)]
+        killed = tmp_path / "killed"
+        proc = subprocess.Popen(cmd(killed), env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 120
+        while time.time() < deadline and proc.poll() is None:
+            try:
+                if (killed / ".store.sqlite").exists() and stored(killed) >= 8:
+                    break
+            except sqlite3.OperationalError:  # the file is there, its table not yet
+                pass
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        kept = stored(killed)
+        assert 8 <= kept < 40, "the run must be killed part-way"
+        srv.reset_counts()
+        p = subprocess.run(cmd(killed, "--resume"), env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert p.returncode == 0, p.stderr
+        assert f"{kept} answers from the store, {40 - kept} to compute" in p.stderr
+        asked = [b for b in srv.bodies.values() if b.get("max_tokens") != 0]  # leave out the capability probe
+        assert len(asked) == 40 - kept
+        p = subprocess.run(cmd(tmp_path / "clean"), env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert p.returncode == 0, p.stderr
+    assert samples(killed / "r", "gsm8k") == samples(tmp_path / "clean" / "r", "gsm8k")
