@@ -159,24 +159,6 @@ def list_tasks() -> None:
     Console(width=200).print(t)
 
 
-@app.command()
-def leaderboard(
-    results_dir: Annotated[Path, typer.Argument(help="Directory searched for results.json files.")] = Path("results"),
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write here (default: stdout).")] = None,
-    fmt: Annotated[str, typer.Option("--format", "-f", help="markdown, csv or json.")] = "markdown",
-) -> None:
-    """One row per (model, adapter), one column per task metric, ± stderr and change against the base."""
-    from harness.leaderboard import render
-    from harness.results import atomic_write_text
-
-    text = render(results_dir, fmt)
-    if output is None:
-        sys.stdout.write(text)
-    else:
-        atomic_write_text(output, text)
-        print(f"wrote {output}", file=sys.stderr)
-
-
 # Command modules that add themselves to `app` (each defines register(app)).
 COMMAND_MODULES: list[str] = [
     "harness.demo",
@@ -185,6 +167,7 @@ COMMAND_MODULES: list[str] = [
     "harness.forgetting_cli",
     "harness.judge_cli",
     "harness.view_cli",
+    "harness.leaderboard",
 ]
 
 

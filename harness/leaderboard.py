@@ -240,7 +240,4 @@ def leaderboard(
 
 
 def register(app: typer.Typer) -> None:
-    """Replace the leaderboard command cli.py declares by this one (the same options, plus --significance)."""
-    app.registered_commands = [c for c in app.registered_commands
-                               if (c.name or getattr(c.callback, "__name__", "")) != "leaderboard"]
     app.command("leaderboard")(leaderboard)

@@ -84,7 +84,4 @@ def view(
 
 
 def register(app: typer.Typer) -> None:
-    from harness import leaderboard
-
     app.command("view")(view)
-    leaderboard.register(app)  # the leaderboard command with --significance replaces cli.py's
