@@ -243,8 +243,9 @@ def run(spec: RunSpec, argv: list[str] | None = None) -> list[Path]:
     from harness.backends import get_backend
 
     backend = get_backend(spec.model.backend)  # a missing extra is an error before any data or model loads
-    for a in spec.model.adapters:
-        read_adapter_config(a)  # flags first: a wrong --adapter should not wait for data loading
+    if backend.local_adapters:  # a served backend's --adapter names a module on the server, not a directory
+        for a in spec.model.adapters:
+            read_adapter_config(a)  # flags first: a wrong --adapter should not wait for data loading
     run_dirs = plan_run_dirs(spec)
     loaded = load_tasks(spec.tasks, spec.task_cfg)
     if spec.ray is not None:
@@ -254,6 +255,10 @@ def run(spec: RunSpec, argv: list[str] | None = None) -> list[Path]:
     written: list[Path] = []
     try:
         check_honoured(spec.task_cfg, loaded, ModelInfo(session.kind))
+        check = getattr(session, "check", None)  # an engine that cannot answer a task's request kind says so now
+        if check is not None:
+            for task, docs, _ in loaded:
+                check(task.name, task.requests(docs[0], ModelInfo(session.kind)))
         # opened once the model has loaded: a failed load leaves no empty store behind
         store = Store.open(spec.output_dir / ".store.sqlite", spec.resume)
         engine = {**session.describe(), "options": spec.model.backend_options}

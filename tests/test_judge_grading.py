@@ -115,16 +115,19 @@ def _adapter(base: Path, out: Path) -> Path:
     return out
 
 
-def test_generate_base_and_adapter_multi_turn(tiny_gpt2: Path, tmp_path: Path) -> None:
-    from harness.judge_cli import generate
+def test_generate_base_and_adapter_multi_turn(tiny_gpt2: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    from conftest import run_main
 
     qfile = tmp_path / "q.jsonl"
     rows = [{"question_id": 1, "turns": ["Tom has 3 apples.", "How many now?"]}, {"question_id": 2, "text": "Hi?"}]
     qfile.write_text("".join(json.dumps(r) + "\n" for r in rows))
     adapter = _adapter(tiny_gpt2, tmp_path / "my-adapter")
     out = tmp_path / "answers"
-    generate(model=str(tiny_gpt2), adapter=[str(adapter)], with_base=True, questions=str(qfile), output_dir=out,
-             max_new_tokens=6, batch_size=2, quiet=True)
+    code, _, err = run_main(monkeypatch, capsys, "generate", "--model", str(tiny_gpt2), "--adapter", str(adapter),
+                            "--with-base", "--questions", str(qfile), "-o", str(out), "--max-new-tokens", "6",
+                            "--batch-size", "2", "--quiet")
+    assert code == 0, err
     files = sorted(p.name for p in out.glob("*.jsonl"))
     assert files == sorted([f"{tiny_gpt2.name}.jsonl", "my-adapter.jsonl"])
     base_name, base = read_answers(out / f"{tiny_gpt2.name}.jsonl")

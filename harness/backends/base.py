@@ -77,6 +77,7 @@ class Backend:
     requires: ClassVar[tuple[str, ...]] = ()  # importable modules it needs
     options: ClassVar[dict[str, BackendOption]] = {}
     summary: ClassVar[str] = ""
+    local_adapters: ClassVar[bool] = True  # --adapter is a local PEFT directory (False: a name the engine serves)
 
     @classmethod
     def missing(cls) -> list[str]:
