@@ -33,7 +33,7 @@ class Model(Protocol):
     def classify(self, requests: list[Classify]) -> list[list[float]]: ...
 
 
-def _stem(req: LogLikelihood) -> str:
+def _stem(req: Any) -> str:  # a LogLikelihood (callers sort only those by stem)
     """The context minus its last word: contexts that differ only there (WinoGrande's options filling the blank)
     share a batch, where the model can share their common prefix."""
     return req.context.rsplit(" ", 1)[0]

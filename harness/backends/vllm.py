@@ -160,7 +160,7 @@ def _hf_sampling_defaults(model: str, revision: str | None) -> dict[str, Any]:
     from transformers import GenerationConfig
 
     try:
-        g = GenerationConfig.from_pretrained(model, revision=revision)
+        g = GenerationConfig.from_pretrained(model, revision=revision or "main")
     except OSError:
         g = GenerationConfig()
     return {"top_k": g.top_k if g.top_k is not None else 50,
@@ -203,7 +203,7 @@ class VLLMSession:
         self.ranks = [rank for rank, _ in checked]
         targets = [_adapter_targets(a, c) for a, c in zip(spec.adapters, configs)]
         # LoRA only where an adapter has weights; lm_head untouched keeps vLLM's prompt log-probs right with LoRA on
-        self.lora_targets = None if any(t is None for t in targets) else sorted(set().union(*targets))
+        self.lora_targets = None if any(t is None for t in targets) else sorted({m for t in targets if t is not None for m in t})
         self.lm_head_adapters = [a for a, t in zip(spec.adapters, targets) if t is None or "lm_head" in t]
         self.lora_rank = next(r for r in LORA_RANKS if r >= max(self.ranks, default=1))
         # vLLM's CPU LoRA ops index the slots with the bare base's -1, i.e. the last slot: one more slot, never
@@ -237,7 +237,7 @@ class VLLMSession:
         """--backend-option values with this platform's defaults filled in (what describe() records)."""
         opts = dict(spec.backend_options)
         cpu = self.platform == "cpu"
-        model_len = int(getattr(hf_config, "max_position_embeddings", None) or getattr(hf_config, "n_positions", 2048))
+        model_len = int(getattr(hf_config, "max_position_embeddings", None) or getattr(hf_config, "n_positions", None) or 2048)
         out = {
             "max_model_len": opts.get("max_model_len") or model_len,
             "tensor_parallel_size": opts.get("tensor_parallel_size", 1),
