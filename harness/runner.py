@@ -75,6 +75,11 @@ class Batch:
     kind: str
     items: list[tuple[str, Request]]
     mixed: bool = False
+    keys: list[str] = field(default_factory=list)  # request.key() of each item, computed once when planned
+
+    def __post_init__(self) -> None:
+        if not self.keys:
+            self.keys = [r.key() for _, r in self.items]
 
     @property
     def label(self) -> str:
@@ -101,16 +106,17 @@ class Plan:
 
 
 def _from_store(plan: Plan, per_variant: Mapping[str, Sequence[Request]], store: Store | None, resume: bool,
-                description: str) -> list[tuple[str, Request]]:
-    """The (label, request) pairs still to compute: deduped per variant, minus what the store has (with --resume)."""
-    todo: list[tuple[str, Request]] = []
+                description: str) -> list[tuple[str, Request, str]]:
+    """The (label, request, key) triples still to compute: deduped per variant, minus what the store has (with
+    --resume)."""
+    todo: list[tuple[str, Request, str]] = []
     for label, reqs in per_variant.items():
         unique: dict[str, Request] = {}
         for r in reqs:
             unique.setdefault(r.key(), r)
         if store is not None and resume:
             plan.answers[label].update(store.get_many(plan.model_keys[label], list(unique)))
-        todo += [(label, r) for k, r in unique.items() if k not in plan.answers[label]]
+        todo += [(label, r, k) for k, r in unique.items() if k not in plan.answers[label]]
     if resume:
         done = sum(len(a) for a in plan.answers.values())
         print(f"{description}: {done} answers from the store, {len(todo)} to compute", file=sys.stderr)
@@ -121,13 +127,18 @@ def plan_requests(model_key: str, requests: Sequence[Request], batch_size: int, 
                   resume: bool = False, description: str = "requests", label: str = "model") -> Plan:
     """The batches run_requests sends for one variant: per kind (first-seen order), longest first."""
     plan = Plan({label: model_key}, {label: {}})
-    by_kind: dict[str, list[Request]] = {}
-    for _, r in _from_store(plan, {label: requests}, store, resume, description):
-        by_kind.setdefault(r.kind, []).append(r)
-    for kind, reqs in by_kind.items():
-        reqs.sort(key=_order)
-        plan.batches += [Batch(kind, [(label, r) for r in b]) for b in _batches(kind, reqs, max(1, batch_size))]
+    by_kind: dict[str, list[tuple[str, Request, str]]] = {}
+    for item in _from_store(plan, {label: requests}, store, resume, description):
+        by_kind.setdefault(item[1].kind, []).append(item)
+    for kind, items in by_kind.items():
+        items.sort(key=lambda it: _order(it[1]))
+        plan.batches += [_batch(kind, b, False) for b in _batches(kind, items, max(1, batch_size),
+                                                                   stem=lambda it: _stem(it[1]))]  # type: ignore[arg-type]
     return plan
+
+
+def _batch(kind: str, triples: list[tuple[str, Request, str]], mixed: bool) -> Batch:
+    return Batch(kind, [(label, r) for label, r, _ in triples], mixed, [k for _, _, k in triples])
 
 
 def plan_mixed(per_variant: Mapping[str, tuple[str, Sequence[Request]]], batch_size: int, store: Store | None = None,
@@ -135,27 +146,34 @@ def plan_mixed(per_variant: Mapping[str, tuple[str, Sequence[Request]]], batch_s
     """The batches run_mixed sends: every variant's requests in batches that mix variants."""
     plan = Plan({label: mkey for label, (mkey, _) in per_variant.items()}, {label: {} for label in per_variant})
     todo = _from_store(plan, {label: reqs for label, (_, reqs) in per_variant.items()}, store, resume, description)
-    by_kind: dict[str, list[tuple[str, Request]]] = {}
+    by_kind: dict[str, list[tuple[str, Request, str]]] = {}
     for item in todo:
         by_kind.setdefault(item[1].kind, []).append(item)
     for kind, items in by_kind.items():
         items.sort(key=lambda it: (_order(it[1]), it[0]))
-        plan.batches += [Batch(kind, b, mixed=True) for b in _batches(kind, items, max(1, batch_size),
-                                                                      stem=lambda it: (it[0], _stem(it[1])))]
+        plan.batches += [_batch(kind, b, True) for b in _batches(kind, items, max(1, batch_size),
+                                                                  stem=lambda it: (it[0], _stem(it[1])))]  # type: ignore[arg-type]
     return plan
 
 
 def record(plan: Plan, batch: Batch, out: list[Answer], store: Store | None, who: str) -> None:
     """Keep one batch's answers in the plan and the store (one transaction per variant), as the batch returns."""
-    if len(out) != len(batch.items):
-        raise RuntimeError(f"{who} returned {len(out)} answers for {len(batch.items)}")
+    record_many([(plan, batch, out, who)], store)
+
+
+def record_many(returned: Sequence[tuple[Plan, Batch, list[Answer], str]], store: Store | None) -> None:
+    """Keep the answers of batches that returned together (plan, batch, answers, who answered): one store
+    transaction per variant for all of them, so a driver fed by many replicas commits less often, not later."""
     per: dict[str, list[tuple[str, str, Answer]]] = {}
-    for (label, r), a in zip(batch.items, out):
-        per.setdefault(label, []).append((r.key(), batch.kind, a))
-        plan.answers[label][r.key()] = a
+    for plan, batch, out, who in returned:
+        if len(out) != len(batch.items):
+            raise RuntimeError(f"{who} returned {len(out)} answers for {len(batch.items)}")
+        for (label, _), key, a in zip(batch.items, batch.keys, out):
+            per.setdefault(plan.model_keys[label], []).append((key, batch.kind, a))
+            plan.answers[label][key] = a
     if store is not None:
-        for label, keyed in per.items():
-            store.put_many(plan.model_keys[label], keyed)
+        for mkey, keyed in per.items():
+            store.put_many(mkey, keyed)
 
 
 def run_requests(

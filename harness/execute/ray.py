@@ -26,10 +26,10 @@ from harness.backends.base import VariantInfo
 from harness.errors import HarnessError
 from harness.models.loading import ModelSpec, model_key
 from harness.requests import Answer
-from harness.runner import Batch, Plan, record
+from harness.runner import Batch, Plan, record_many
 from harness.store import Store
 
-IN_FLIGHT = 2  # batches per replica: one answering, one waiting, so a replica never idles for the driver
+IN_FLIGHT = 2  # batches per replica: one answering, one waiting, so a replica does not idle for the driver
 RESTARTS = 3  # times Ray restarts a dead replica
 ATTEMPTS = 3  # times one batch may be lost with its replica before the run stops
 ENV_PREFIXES = ("HF_", "TRANSFORMERS_", "TOKENIZERS_", "CUDA_")  # driver settings replicas follow
@@ -139,7 +139,7 @@ def _open_any_order(spec: ModelSpec) -> Any:
 
     cls = get_backend(spec.backend)
     if "any_order" in inspect.signature(cls.open).parameters:
-        return cls().open(spec, any_order=True)  # type: ignore[call-arg]  # backends that offer random access
+        return cls().open(spec, any_order=True)  # type: ignore[call-arg]  # the backends that offer it  # type: ignore[call-arg]  # backends that offer random access
     session = cls().open(spec)
     if not session.mixes_variants and len(session.variants) > 1:
         session.close()
@@ -396,11 +396,24 @@ class _Dispatch:
             if not self.flying:
                 raise HarnessError(f"--ray: every replica is gone ({self.ex.restarts} restart(s)); "
                                    f"{len(self.queue)} batch(es) unanswered; rerun with --resume")
-            done, _ = ray.wait(list(self.flying), num_returns=1, timeout=1.0)
-            advanced = 0
-            for ref in done:
-                advanced += self._settle(ref)
-            self.bar.update(advanced, self._status())
+            done, rest = ray.wait(list(self.flying), num_returns=1, timeout=1.0)
+            if done and rest:  # everything else that has returned too: stored in one transaction
+                done += ray.wait(rest, num_returns=len(rest), timeout=0)[0]
+            returned: list[tuple[Plan, Batch, list[Answer], str]] = []
+            try:
+                for ref in done:
+                    self._settle(ref, returned)
+                self._fill()  # freed replicas get their next batch before the driver writes
+            finally:
+                self._record(returned)
+            self.bar.update(sum(len(b.items) for _, b, _, _ in returned), self._status())
+
+    def _record(self, returned: list[tuple[Plan, Batch, list[Answer], str]]) -> None:
+        record_many(returned, self.store)
+        for plan, *_ in returned:
+            self.left[id(plan)] -= 1
+            if self.left[id(plan)] == 0:
+                plan.done_at = time.time()
 
     def _status(self) -> str:
         alive = sum(r.state == "alive" for r in self.ex.reps)
@@ -413,34 +426,36 @@ class _Dispatch:
             if rep.state == "restarting" and rep.probe_at is not None and rep.probe_at <= now:
                 rep.probe_at = None
                 self.flying[rep.handle.ready.remote()] = (rep, -1)
-        for rep in sorted((r for r in self.ex.reps if r.state == "alive"), key=lambda r: r.busy):
-            while self.queue and rep.busy < IN_FLIGHT:
-                i = self.queue.popleft()
-                self.flying[rep.handle.answer.remote(self.work[i].batch)] = (rep, i)
-                rep.busy += 1
+        alive = [r for r in self.ex.reps if r.state == "alive"]
+        for depth in range(1, IN_FLIGHT + 1):
+            for rep in alive:
+                # a waiting batch only while there is more work than replicas: at the end of the run a batch queued
+                # behind a busy replica would leave another one idle
+                if self.queue and rep.busy < depth and (depth == 1 or len(self.queue) > len(alive)):
+                    i = self.queue.popleft()
+                    self.flying[rep.handle.answer.remote(self.work[i].batch)] = (rep, i)
+                    rep.busy += 1
 
-    def _settle(self, ref: Any) -> int:
+    def _settle(self, ref: Any, returned: list[tuple[Plan, Batch, list[Answer], str]]) -> None:
+        """One finished call: a batch's answers join `returned`, a lost batch goes back to the queue, a probe
+        tells whether a restarting replica is back."""
         ray = self.ex.ray
         rep, i = self.flying.pop(ref)
         if i < 0:
             self._probed(rep, ref)
-            return 0
+            return
         rep.busy -= 1
         try:
             out = ray.get(ref)
         except ray.exceptions.RayActorError as e:
             self._lost(rep, i, e)
-            return 0
+            return
         except ray.exceptions.RayTaskError as e:
             if isinstance(e.cause, HarnessError):
                 raise HarnessError(f"replica on node {rep.node}: {e.cause}") from None
             raise
         w = self.work[i]
-        record(w.plan, w.batch, out, self.store, f"the replica on node {rep.node}")
-        self.left[id(w.plan)] -= 1
-        if self.left[id(w.plan)] == 0:
-            w.plan.done_at = time.time()
-        return len(w.batch.items)
+        returned.append((w.plan, w.batch, out, f"the replica on node {rep.node}"))
 
     def _lost(self, rep: _Rep, i: int, e: Exception) -> None:
         """A batch whose replica died goes back to the front of the queue; the replica is probed until Ray has
