@@ -167,6 +167,57 @@ def _hf_sampling_defaults(model: str, revision: str | None) -> dict[str, Any]:
             "repetition_penalty": g.repetition_penalty if g.repetition_penalty is not None else 1.0}
 
 
+REAPER = """
+import os, select, sys
+import psutil
+parent, since, seen = psutil.Process(int(sys.argv[1])), float(sys.argv[2]), {}
+while True:  # note every process the session starts, until it says bye or its process is gone (EOF, even on kill -9)
+    try:
+        for q in parent.children(recursive=True):
+            if q.pid != os.getpid() and q.create_time() >= since:
+                seen.setdefault(q.pid, q)
+    except psutil.Error:
+        pass
+    if select.select([0], [], [], 0.5)[0]:
+        data = os.read(0, 64)
+        if data.startswith(b"bye"):
+            sys.exit(0)
+        if not data:
+            break
+live = [q for q in seen.values() if q.is_running()]
+for q in live:
+    try:
+        q.terminate()
+    except psutil.Error:
+        pass
+for q in psutil.wait_procs(live, timeout=10)[1]:
+    try:
+        q.kill()
+    except psutil.Error:
+        pass
+"""
+
+
+def _start_reaper() -> Any:
+    """A watcher outside this process: if it dies without closing the session (kill -9), the watcher ends the
+    engine processes it started, which would otherwise run on as orphans."""
+    import subprocess
+    import sys
+    import time
+
+    return subprocess.Popen([sys.executable, "-c", REAPER, str(os.getpid()), str(time.time() - 1)],
+                            stdin=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def _stop_reaper(reaper: Any) -> None:
+    try:
+        reaper.stdin.write("bye\n")
+        reaper.stdin.close()
+    except OSError:  # it is gone already
+        pass
+    reaper.wait(timeout=30)
+
+
 class VLLMSession:
     """One vLLM engine on the base; the base and every adapter answered in shared batches."""
 
@@ -189,6 +240,7 @@ class VLLMSession:
         self.spec = spec
         self.batch_size = spec.batch_size
         self.llm: Any = None
+        self._reaper: Any = None
         configs = [read_adapter_config(a) for a in spec.adapters]
         for a in spec.adapters:
             check_weights(a, "--adapter")
@@ -286,15 +338,18 @@ class VLLMSession:
         from vllm.lora.request import LoRARequest
 
         kw = self._engine_kwargs()
+        self._reaper = _start_reaper()
         try:
             self.llm = LLM(**kw)
-        except ValueError as e:
+        except ValueError as e:  # vLLM's config checks, made in this process before anything is spawned
             self.close()
-            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            if "architecture" in msg.lower() or "not supported" in msg.lower():
+            text = str(e)
+            if "are not supported for now" in text:
                 archs = ", ".join(self._archs) or "unknown"
-                raise HarnessError(f"--model {self.spec.model}: vLLM cannot load architecture {archs} ({msg[:160]}); "
-                                   "use --backend hf") from None
+                raise HarnessError(f"--model {self.spec.model}: vLLM cannot load architecture {archs} (not in its model "
+                                   "registry, nor servable through its Transformers backend); use --backend hf") from None
+            lines = [ln.strip() for ln in text.splitlines() if ln.strip()] or [type(e).__name__]
+            msg = next((ln.removeprefix("Value error, ") for ln in lines if ln.startswith("Value error,")), lines[0])
             raise HarnessError(f"--backend vllm: the engine did not start ({msg[:200]})") from None
         except BaseException:
             self.close()
@@ -316,7 +371,10 @@ class VLLMSession:
     def close(self) -> None:
         """Shut the engine's processes down and reap them (idempotent)."""
         llm, self.llm = self.llm, None
+        reaper, self._reaper = self._reaper, None
         if llm is None:
+            if reaper is not None:
+                _stop_reaper(reaper)
             return
         core = llm.llm_engine.engine_core
         manager = getattr(getattr(core, "resources", None), "engine_manager", None)
@@ -326,6 +384,8 @@ class VLLMSession:
         finally:
             for p in procs:  # reap what vLLM had to kill, so no zombie outlives the session
                 p.join(timeout=30)
+            if reaper is not None:
+                _stop_reaper(reaper)
 
     # --- the Session protocol -------------------------------------------------------------
     def model_for(self, label: str) -> VariantModel:
