@@ -13,24 +13,14 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
+from harness.backends.base import Model  # noqa: F401 - re-exported: what a backend's per-variant model implements
 from harness.errors import HarnessError
-from harness.requests import Answer, Classify, Generate, LogLikelihood, Request
+from harness.requests import Answer, LogLikelihood, Request
 from harness.store import Store
 
 T = TypeVar("T")
-
-
-class Model(Protocol):
-    """What a model kind implements: the request kinds it can answer, in batches."""
-
-    identity: dict[str, Any]
-    batch_size: int
-
-    def generate(self, requests: list[Generate]) -> list[list[str]]: ...
-    def loglikelihood(self, requests: list[LogLikelihood]) -> list[tuple[float, bool]]: ...
-    def classify(self, requests: list[Classify]) -> list[list[float]]: ...
 
 
 def _stem(req: Any) -> str:  # a LogLikelihood (callers sort only those by stem)
