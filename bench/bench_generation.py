@@ -1,0 +1,237 @@
+"""Bench: generation with lm-eval 0.4.13 (its HFLM), `--backend hf` and `--backend vllm`, on lm-eval's own gsm8k.
+
+All three answer lm-eval's gsm8k prompts (its YAML, its few-shot sampler and seed, its stop strings) for the first
+--rows rows of the real GSM8K test split (a local YAML points lm-eval's gsm8k at ../shared/data/gsm8k); the harness
+sides go through the `lm-eval:` bridge task and the runner, as `harness run --tasks lm-eval:...` would. The model is
+a 124M GPT-2-shaped random model with the real GPT-2 BPE. Two workloads:
+
+  prefill: 5-shot, 64 new tokens (prompts of ~900 tokens: prompt processing dominates)
+  decode:  0-shot, 128 new tokens, batch 16 (short prompts: token-by-token decoding dominates)
+
+Each side runs in its own subprocess and loads its model (or starts its engine) once, timed apart from the
+workloads. Printed per workload: prompt and new tokens, seconds, new tokens/s, the ratios of the three, and how many
+outputs are identical to lm-eval's (each differing row listed). Timings are measured, never asserted.
+
+    /tmp/vv/bin/python bench/bench_generation.py                 # 16 rows (CPU: ~15 min on 2 busy cores)
+    /tmp/vv/bin/python bench/bench_generation.py --quick         # 4 rows, 16 / 32 new tokens: a smoke run
+    python bench/bench_generation.py --device cuda --rows 64     # on a GPU machine, unchanged
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared" / "data"
+SIDES = ("lm-eval", "hf", "vllm")
+
+
+def build_model(path: Path) -> Path:
+    """GPT-2 small's shape (12 layers, 768 wide, 50257 vocab, 124M parameters), random weights (seed 0), saved once."""
+    if (path / "config.json").exists():
+        return path
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from harness.testing.tiny import gpt2_tokenizer
+
+    tok = gpt2_tokenizer(SHARED / "gpt2-bpe" / "lora-vocab")
+    torch.manual_seed(0)
+    cfg = GPT2Config(vocab_size=len(tok), n_positions=1024, n_embd=768, n_layer=12, n_head=12,
+                     bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    cfg.architectures = ["GPT2LMHeadModel"]
+    model = GPT2LMHeadModel(cfg)
+    print(f"built GPT-2-shaped model: {sum(p.numel() for p in model.parameters()) / 1e6:.0f}M parameters -> {path}",
+          file=sys.stderr)
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+def workloads(quick: bool) -> dict[str, dict[str, int]]:
+    return {"prefill": {"fewshot": 5, "max_new": 16 if quick else 64, "batch": 8},
+            "decode": {"fewshot": 0, "max_new": 32 if quick else 128, "batch": 16}}
+
+
+def write_yamls(ydir: Path, loads: dict[str, dict[str, int]]) -> None:
+    """One lm-eval task per workload: lm-eval's gsm8k YAML, its data read from ../shared/data/gsm8k."""
+    import lm_eval
+
+    gsm8k = Path(lm_eval.__file__).parent / "tasks" / "gsm8k" / "gsm8k.yaml"
+    ydir.mkdir(parents=True, exist_ok=True)
+    for name, w in loads.items():
+        (ydir / f"{name}.yaml").write_text(
+            f"include: {gsm8k}\ntag: []\ntask: bench_gsm8k_{name}\ndataset_path: json\ndataset_name: null\n"
+            f"dataset_kwargs:\n  data_files:\n    train: {SHARED / 'gsm8k' / 'train.jsonl'}\n"
+            f"    test: {SHARED / 'gsm8k' / 'test.jsonl'}\nnum_fewshot: {w['fewshot']}\n"
+            "generation_kwargs:\n  until: [\"Question:\", \"</s>\", \"<|im_end|>\"]\n  do_sample: false\n"
+            f"  temperature: 0.0\n  max_gen_toks: {w['max_new']}\n")
+
+
+# --- the three sides, each in a fresh subprocess ----------------------------------------------------------------------
+def run_lm_eval(a: argparse.Namespace, loads: dict[str, dict[str, int]]) -> dict[str, Any]:
+    from lm_eval import simple_evaluate
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+
+    t0 = time.perf_counter()
+    lm = HFLM(pretrained=a.model, batch_size=1, device=a.device, dtype="float32")
+    out: dict[str, Any] = {"start_s": time.perf_counter() - t0, "runs": {}}
+    tm = TaskManager(include_path=a.yaml, include_defaults=False)
+    for name, w in loads.items():
+        lm.batch_size_per_gpu = w["batch"]
+        t = time.perf_counter()
+        res = simple_evaluate(model=lm, tasks=[f"bench_gsm8k_{name}"], limit=a.rows, log_samples=True, task_manager=tm)
+        seconds = time.perf_counter() - t
+        by_doc = {s["doc_id"]: s for s in res["samples"][f"bench_gsm8k_{name}"]}  # one sample per doc and filter
+        samples = [by_doc[i] for i in sorted(by_doc)]
+        out["runs"][name] = {"seconds": seconds, "prompts": [s["arguments"][0][0] for s in samples],
+                             "texts": [s["resps"][0][0] for s in samples]}
+    return out
+
+
+def run_harness(a: argparse.Namespace, loads: dict[str, dict[str, int]]) -> dict[str, Any]:
+    from harness.backends import get_backend
+    from harness.models.loading import ModelSpec, model_key
+    from harness.registry import make_tasks
+    from harness.runner import run_mixed, run_requests
+    from harness.task import CAUSAL, TaskConfig
+
+    t0 = time.perf_counter()
+    session = get_backend(a.side)().open(ModelSpec(model=a.model, device=a.device, backend=a.side, batch_size=1))
+    out: dict[str, Any] = {"start_s": time.perf_counter() - t0, "runs": {}, "engine": session.describe()}
+    try:
+        [v] = session.variants
+        for name, w in loads.items():
+            t = time.perf_counter()
+            [task] = make_tasks(f"lm-eval:bench_gsm8k_{name}", TaskConfig(limit=a.rows, options={"include_path": a.yaml}))
+            docs = task.docs()[: a.rows]
+            reqs = [r for d in docs for r in task.requests(d, CAUSAL)]
+            session.batch_size = w["batch"]
+            if session.mixes_variants:
+                answers = run_mixed(session, {v.label: (model_key(v.identity), reqs)}, quiet=True)[v.label]
+            else:
+                model = session.model_for(v.label)
+                model.batch_size = w["batch"]
+                answers = run_requests(model, model_key(v.identity), reqs, quiet=True)
+            for d in docs:
+                task.score(d, [answers[r.key()] for r in task.requests(d, CAUSAL)], CAUSAL)
+            out["runs"][name] = {"seconds": time.perf_counter() - t, "prompts": [r.prompt for r in reqs],
+                                 "texts": [answers[r.key()][0] for r in reqs]}
+    finally:
+        session.close()
+    return out
+
+
+def child(a: argparse.Namespace) -> None:
+    import torch
+
+    torch.set_num_threads(a.threads)
+    # every side pays its imports before the clock starts (an engine's own processes import inside its start time)
+    import transformers  # noqa: F401
+    from lm_eval.models import huggingface  # noqa: F401
+
+    if a.side != "lm-eval":
+        import peft  # noqa: F401
+
+        import harness.models.causal  # noqa: F401
+        import harness.models.loading  # noqa: F401
+    if a.side == "vllm":
+        import vllm  # noqa: F401
+    loads = workloads(a.quick)
+    result = run_lm_eval(a, loads) if a.side == "lm-eval" else run_harness(a, loads)
+    Path(a.result).write_text(json.dumps(result))
+
+
+def spawn(side: str, a: argparse.Namespace, model: Path, ydir: Path, work: Path) -> dict[str, Any]:
+    result = work / f"{side}.json"
+    cmd = [sys.executable, __file__, "--child", side, "--model", str(model), "--yaml", str(ydir), "--rows", str(a.rows),
+           "--device", a.device, "--threads", str(a.threads), "--result", str(result)] + (["--quick"] if a.quick else [])
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+           "OMP_NUM_THREADS": str(a.threads)}
+    # vLLM's CPU worker binds one OpenMP thread per core it is given; leave it as many as the torch sides get
+    env.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", str(max(0, (os.cpu_count() or 1) - a.threads)))
+    print(f"running {side} ...", file=sys.stderr)
+    log = work / f"{side}.log"
+    with log.open("w") as f:
+        done = subprocess.run(cmd, env=env, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
+    if done.returncode != 0:
+        sys.exit(f"{side} failed:\n" + "\n".join(log.read_text().splitlines()[-30:]))
+    return dict(json.loads(result.read_text()))
+
+
+# --- report ---------------------------------------------------------------------------------------------------------
+def count_tokens(model: Path, run: dict[str, Any], max_new: int) -> tuple[int, int]:
+    """(prompt tokens the model saw, new tokens it wrote): prompts cut as every side cuts them (1024 - max_new)."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model)
+    keep = 1024 - max_new
+    prompt = sum(min(keep, len(tok(p)["input_ids"])) for p in run["prompts"])
+    new = sum(len(tok(t)["input_ids"]) for t in run["texts"])
+    return prompt, new
+
+
+def report(results: dict[str, dict[str, Any]], model: Path, a: argparse.Namespace) -> None:
+    loads = workloads(a.quick)
+    print(f"\ngeneration bench: lm-eval gsm8k prompts, first {a.rows} rows of the GSM8K test split; 124M GPT-2 shape, "
+          f"real GPT-2 BPE; --device {a.device}; {a.threads} compute thread(s) per side")
+    print("start (model load / engine start, not in the workloads): " +
+          ", ".join(f"{s} {results[s]['start_s']:.1f}s" for s in SIDES))
+    print(f"vllm engine: {json.dumps(results['vllm'].get('engine', {}))}")
+    for name, w in loads.items():
+        print(f"\n{name}: {w['fewshot']}-shot, {w['max_new']} new tokens, batch {w['batch']}")
+        print(f"  {'side':9}{'prompt tok':>11}{'new tok':>9}{'seconds':>9}{'new tok/s':>11}{'all tok/s':>11}"
+              f"{'same as lm-eval':>17}")
+        rate = {}
+        ref = results["lm-eval"]["runs"][name]["texts"]
+        for s in SIDES:
+            run = results[s]["runs"][name]
+            prompt, new = count_tokens(model, run, w["max_new"])
+            rate[s] = new / run["seconds"]
+            same = sum(x == y for x, y in zip(run["texts"], ref))
+            print(f"  {s:9}{prompt:>11}{new:>9}{run['seconds']:>9.1f}{rate[s]:>11.1f}{(prompt + new) / run['seconds']:>11.1f}"
+                  f"{f'{same}/{len(ref)}':>17}")
+        print(f"  new tokens/s ratios: vllm/hf {rate['vllm'] / rate['hf']:.2f}x, vllm/lm-eval "
+              f"{rate['vllm'] / rate['lm-eval']:.2f}x, hf/lm-eval {rate['hf'] / rate['lm-eval']:.2f}x")
+        for s in ("hf", "vllm"):
+            for i, (x, y) in enumerate(zip(results[s]["runs"][name]["texts"], ref)):
+                if x != y:
+                    print(f"  differs from lm-eval: {s} row {i}: {x[:70]!r} vs {y[:70]!r}")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--rows", type=int, default=None, help="GSM8K test rows (default 16; 4 with --quick)")
+    p.add_argument("--quick", action="store_true", help="a smoke run: 4 rows, 16 / 32 new tokens")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (every side)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads of the hf sides; cores vLLM's CPU worker gets")
+    p.add_argument("--model-dir", type=Path, default=Path(tempfile.gettempdir()) / "harness-bench-gpt2-124m")
+    p.add_argument("--child", choices=SIDES, help=argparse.SUPPRESS)
+    for hidden in ("--model", "--yaml", "--result"):
+        p.add_argument(hidden, help=argparse.SUPPRESS)
+    a = p.parse_args()
+    a.rows = a.rows or (4 if a.quick else 16)
+    if a.child:
+        a.side = a.child
+        return child(a)
+    if not (SHARED / "MANIFEST.json").exists():
+        sys.exit(f"bench needs the real data at {SHARED}")
+    model = build_model(a.model_dir)
+    with tempfile.TemporaryDirectory(prefix="bench-generation-") as tmp:
+        work = Path(tmp)
+        write_yamls(work / "yaml", workloads(a.quick))
+        results = {s: spawn(s, a, model, work / "yaml", work) for s in SIDES}
+    report(results, model, a)
+
+
+if __name__ == "__main__":
+    main()
