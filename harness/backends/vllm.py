@@ -34,14 +34,14 @@ class _Tokens(CausalLM):
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
 
-    def prompt_ids(self, req: Generate, max_len: int) -> list[int]:
+    def prompt_ids(self, req: Generate) -> list[int]:
         """The prompt's tokens as the hf backend feeds them: no special tokens added, the end kept when too long."""
         ids = list(self.tokenizer(self.render(req.prompt), add_special_tokens=False)["input_ids"])
-        budget = max_len - req.max_new_tokens
+        budget = self.max_length - req.max_new_tokens
         if len(ids) > budget > 0:
             return ids[-budget:]
-        if len(ids) >= max_len:  # no room for even one new token: keep what the engine can take
-            return ids[-(max_len - 1):]
+        if len(ids) >= self.max_length:  # no room for even one new token: keep what the engine can take
+            return ids[-(self.max_length - 1):]
         return ids
 
 
@@ -394,14 +394,39 @@ class VLLMSession:
             raise RuntimeError(f"no variant {label!r}")
         return VariantModel(self, label, v.identity)
 
+    def check(self, task: str, requests: list[Request]) -> None:
+        """Refuse, before the run starts, what this engine cannot answer as the hf backend would (evaluate.run asks
+        with each task's first requests; the flags that decide it apply to every request alike)."""
+        for r in requests:
+            problem = self._refusal(r, self.lm_head_adapters)
+            if problem:
+                raise HarnessError(f"{problem} (task {task})")
+
+    def _refusal(self, r: Request, lm_head_adapters: list[str]) -> str | None:
+        if isinstance(r, Generate) and r.num_beams > 1:
+            return (f"--num-beams {r.num_beams}: the vllm backend has no beam search that scores like transformers' "
+                    "(vLLM's LLM.beam_search divides by the prompt's length too and never stops early); use --backend hf")
+        if isinstance(r, LogLikelihood) and lm_head_adapters:
+            return (f"--adapter {lm_head_adapters[0]}: adapts lm_head (or names its modules by pattern), and vLLM "
+                    "leaves an lm_head LoRA out of prompt log-probs (vllm-project/vllm#51594); use --backend hf for "
+                    "log-likelihood tasks")
+        if not isinstance(r, (Generate, LogLikelihood)):
+            return f"--backend vllm: cannot answer {r.kind} requests (use --backend hf)"
+        return None
+
     def answer(self, kind: str, items: list[tuple[str, Request]]) -> list[Answer]:
         if self.llm is None:
             raise RuntimeError("the vllm session is closed")
+        paths = {v.label: v.adapter_path for v in self.variants}
+        for label, r in items:
+            problem = self._refusal(r, [a for a in self.lm_head_adapters if a == paths.get(label)])
+            if problem:
+                raise HarnessError(problem)
         if kind == "generate":
             return self._generate(items)  # type: ignore[arg-type]
         if kind == "loglikelihood":
             return self._loglikelihood(items)  # type: ignore[arg-type]
-        raise HarnessError(f"--backend vllm: cannot answer {kind} requests (use --backend hf)")
+        raise RuntimeError(f"answer({kind!r}) on a batch of {items[0][1].kind if items else 'no'} requests")
 
     def describe(self) -> dict[str, Any]:
         import vllm
@@ -418,10 +443,6 @@ class VLLMSession:
     def _sampling_params(self, r: Generate) -> Any:
         from vllm import SamplingParams
 
-        if r.num_beams > 1:
-            raise HarnessError(f"--num-beams {r.num_beams}: the vllm backend has no beam search that scores like "
-                               "transformers' (its LLM.beam_search normalises length over the prompt too and never "
-                               "stops early); use --backend hf")
         kw: dict[str, Any] = {"max_tokens": r.max_new_tokens, "n": r.n, "skip_special_tokens": True,
                               "repetition_penalty": self.sampling_defaults["repetition_penalty"]}
         if r.stop:
@@ -437,9 +458,8 @@ class VLLMSession:
     def _generate(self, items: list[tuple[str, Generate]]) -> list[list[str]]:
         from vllm.inputs import TokensPrompt
 
-        max_len = self.options["max_model_len"]
         params = [self._sampling_params(r) for _, r in items]
-        prompts = [TokensPrompt(prompt_token_ids=self.tokens[label].prompt_ids(r, max_len)) for label, r in items]
+        prompts = [TokensPrompt(prompt_token_ids=self.tokens[label].prompt_ids(r)) for label, r in items]
         outs = self.llm.generate(prompts, params, lora_request=[self.loras.get(label) for label, _ in items],
                                  use_tqdm=False)
         answers = []
@@ -455,12 +475,6 @@ class VLLMSession:
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
-        for label, _ in items:
-            v = next(v for v in self.variants if v.label == label)
-            if v.adapter_path in self.lm_head_adapters:
-                raise HarnessError(f"--adapter {v.adapter_path}: adapts lm_head (or targets modules by pattern), and vLLM "
-                                   "leaves an lm_head LoRA out of prompt log-probs (vllm-project/vllm#51594); use "
-                                   "--backend hf for log-likelihood tasks")
         room = self.options["max_model_len"] - 1  # the engine generates one token after the prompt
         seqs = []
         for label, r in items:
