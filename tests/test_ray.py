@@ -36,6 +36,10 @@ def _free_port() -> int:
 def ray_head() -> Iterator[str]:
     """A one-node cluster of 2 CPUs on private ports and a private temp dir; every process of it is killed after
     the module (its daemons share the `ray start` process group; workers exit with their raylet)."""
+    mp = pytest.MonkeyPatch()
+    # no token authentication, whatever ~/.ray/auth_token holds (`ray start` turns it on when that file exists and a
+    # driver joining HOST:PORT would need the token); the drivers below inherit this
+    mp.setenv("RAY_AUTH_MODE", "disabled")
     temp = Path(tempfile.mkdtemp(prefix="rayt", dir="/tmp"))  # short: Ray's socket paths must fit in 107 bytes
     ports = {name: _free_port() for name in ("port", "dashboard-port", "dashboard-agent-listen-port",
                                              "dashboard-agent-grpc-port", "runtime-env-agent-port", "metrics-export-port")}
@@ -44,8 +48,8 @@ def ray_head() -> Iterator[str]:
          "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp}",
          *(f"--{k}={v}" for k, v in ports.items())],
         start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    out, _ = proc.communicate(timeout=300)
     try:
+        out, _ = proc.communicate(timeout=300)
         assert proc.returncode == 0, out[-2000:]
         yield f"127.0.0.1:{ports['port']}"
     finally:
@@ -54,6 +58,7 @@ def ray_head() -> Iterator[str]:
         except ProcessLookupError:
             pass
         shutil.rmtree(temp, ignore_errors=True)
+        mp.undo()
 
 
 @pytest.fixture(scope="module")

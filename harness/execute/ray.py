@@ -240,7 +240,12 @@ class RayExecutor:
             except OSError as e:
                 raise HarnessError(f"--ray {address}: no Ray head answers there ({e.strerror or e}); start one with "
                                    f"`ray start --head --port {port}` or pass --ray auto") from None
-            self.ray.init(address=address, **kw)
+            try:
+                self.ray.init(address=address, **kw)
+            except (ConnectionError, self.ray.exceptions.AuthenticationError) as e:
+                raise HarnessError(f"--ray {address}: a Ray head listens there but this process cannot join it "
+                                   f"({_first_line(e)[:160]}); if the cluster uses token authentication, set "
+                                   "RAY_AUTH_MODE=token here with its token (RAY_AUTH_TOKEN or ~/.ray/auth_token)") from None
         self.timings["connect_s"] = round(time.time() - t0, 3)
 
     def _resources(self) -> tuple[int, float, float, ModelSpec]:
