@@ -44,7 +44,7 @@ def _batches(kind: str, reqs: list[T], size: int, stem: Callable[[T], Any] | Non
     """
     if kind != "loglikelihood":
         return [reqs[i : i + size] for i in range(0, len(reqs), size)]
-    key = stem or (lambda r: _stem(r))  # type: ignore[arg-type]
+    key = stem or _stem
     out: list[list[T]] = []
     stems: set[Any] = set()
     for r in reqs:
@@ -123,7 +123,7 @@ def plan_requests(model_key: str, requests: Sequence[Request], batch_size: int, 
     for kind, items in by_kind.items():
         items.sort(key=lambda it: _order(it[1]))
         plan.batches += [_batch(kind, b, False) for b in _batches(kind, items, max(1, batch_size),
-                                                                   stem=lambda it: _stem(it[1]))]  # type: ignore[arg-type]
+                                                                   stem=lambda it: _stem(it[1]))]
     return plan
 
 
@@ -142,7 +142,7 @@ def plan_mixed(per_variant: Mapping[str, tuple[str, Sequence[Request]]], batch_s
     for kind, items in by_kind.items():
         items.sort(key=lambda it: (_order(it[1]), it[0]))
         plan.batches += [_batch(kind, b, True) for b in _batches(kind, items, max(1, batch_size),
-                                                                  stem=lambda it: (it[0], _stem(it[1])))]  # type: ignore[arg-type]
+                                                                  stem=lambda it: (it[0], _stem(it[1])))]
     return plan
 
 

@@ -139,7 +139,7 @@ def _open_any_order(spec: ModelSpec) -> Any:
 
     cls = get_backend(spec.backend)
     if "any_order" in inspect.signature(cls.open).parameters:
-        return cls().open(spec, any_order=True)  # type: ignore[call-arg]  # the backends that offer it  # type: ignore[call-arg]  # backends that offer random access
+        return cls().open(spec, any_order=True)  # type: ignore[call-arg]  # backends that offer random access
     session = cls().open(spec)
     if not session.mixes_variants and len(session.variants) > 1:
         session.close()
