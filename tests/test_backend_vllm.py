@@ -67,14 +67,14 @@ def build_base(out: Path, tok: Any, d_model: int = 128, seed: int = 0) -> Path:
     return base
 
 
-def make_adapter(base: Path, out: Path, r: int, seed: int) -> Path:
+def make_adapter(base: Path, out: Path, r: int, seed: int, targets: list[str] = TARGETS) -> Path:
     """A LoRA adapter whose B matrices are random (PEFT starts them at zero, which would change nothing)."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
     model = get_peft_model(AutoModelForCausalLM.from_pretrained(base),
-                           LoraConfig(r=r, lora_alpha=16, lora_dropout=0.0, target_modules=TARGETS))
+                           LoraConfig(r=r, lora_alpha=16, lora_dropout=0.0, target_modules=targets))
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():
@@ -257,9 +257,32 @@ def test_sampling_is_seeded_per_request(session: Any, reqs: dict[str, Any]) -> N
 
 
 def test_beam_search_is_a_one_line_error(session: Any, reqs: dict[str, Any]) -> None:
+    beams = replace(reqs["gen"][0], num_beams=4)
     with pytest.raises(HarnessError) as e:
-        ask(session, "base", [replace(reqs["gen"][0], num_beams=4)])
+        session.check("gsm8k", [beams])  # what evaluate.run asks before the run starts
+    assert str(e.value).startswith("--num-beams 4: ") and str(e.value).endswith("use --backend hf (task gsm8k)")
+    with pytest.raises(HarnessError) as e:
+        ask(session, "base", [beams])
     assert "--num-beams 4" in str(e.value) and "--backend hf" in str(e.value) and "\n" not in str(e.value)
+    session.check("gsm8k", reqs["gen"][:2])  # greedy, sampled and the rest are fine
+
+
+def test_an_lm_head_adapter_refuses_loglikelihoods(session: Any, models: dict[str, Path], tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """vLLM leaves an lm_head LoRA out of prompt log-probs, so such an adapter's log-likelihoods are refused."""
+    from harness.backends.vllm import _adapter_targets
+
+    head = make_adapter(models["base"], tmp_path / "head", 8, 6, targets=["q_proj", "lm_head"])
+    assert _adapter_targets(str(head), {}) == {"q_proj", "lm_head"}
+    assert _adapter_targets(str(models["a1"]), {}) == set(TARGETS)
+    monkeypatch.setattr(session, "lm_head_adapters", [str(models["a1"])])
+    ll = [LogLikelihood("Question: 2 + 2 =", " 4")]
+    with pytest.raises(HarnessError) as e:
+        session.check("arc_easy", ll)
+    assert f"--adapter {models['a1']}: adapts lm_head" in str(e.value) and "(task arc_easy)" in str(e.value)
+    with pytest.raises(HarnessError):
+        ask(session, "a1", ll)
+    assert ask(session, "base", ll)[0][0] < 0  # the other variants still answer
 
 
 def test_an_empty_continuation_scores_zero(session: Any) -> None:
