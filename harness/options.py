@@ -101,11 +101,14 @@ def model_options(model_required: bool = True, with_base: bool = True, kind: boo
         sig = inspect.signature(fn, eval_str=True)
         own = [p for name, p in sig.parameters.items() if name != "model"]
         added = _params(model_required, with_base, kind, default_kind, adapters)
-        names = [p.name for p in added]
+        defaults = {p.name: p.default for p in added}
 
         @functools.wraps(fn)
         def command(*args: Any, **kwargs: Any) -> Any:
-            values = {n: kwargs.pop(n) for n in names}
+            # Python callers (tests, notebooks) may leave options out; typer always passes them all.
+            values = {n: kwargs.pop(n, d) for n, d in defaults.items()}
+            if values.get("model") is ...:
+                raise TypeError(f"{fn.__name__}() missing required keyword argument 'model'")
             return fn(*args, model=build_spec(values, default_kind), **kwargs)
 
         required = [p for p in own if p.default is inspect.Parameter.empty]
