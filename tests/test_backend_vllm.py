@@ -33,55 +33,21 @@ from harness.errors import HarnessError  # noqa: E402
 from harness.models.causal import cut_at_stop  # noqa: E402
 from harness.models.loading import ModelSpec, model_key  # noqa: E402
 from harness.requests import Generate, LogLikelihood  # noqa: E402
+from harness.testing.lora import LLAMA_LINEAR, random_lora, sharp_llama  # noqa: E402
 
 HARNESS = str(Path(sys.executable).with_name("harness"))
-TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+TARGETS = LLAMA_LINEAR
 MAX_POSITIONS = 256
 ENGINE = ["--backend-option", "kv_cache_gib=1"]
 
 
 # --- models ---------------------------------------------------------------------------------------------------------
-def sharpen(model_dir: Path, seed: int) -> None:
-    """Re-draw every matrix at unit scale per input feature (the lm_head 4x): logits spread over several nats, so
-    the top two tokens are rarely within float rounding of each other, and two engines agree on every argmax."""
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(model_dir)
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if p.ndim == 2:
-                scale = 1.0 if "embed" in name else (4.0 if "lm_head" in name else 1.0) / p.shape[1] ** 0.5
-                p.copy_(torch.randn(p.shape, generator=g) * scale)
-    model.save_pretrained(model_dir)
-
-
 def build_base(out: Path, tok: Any, d_model: int = 128, seed: int = 0) -> Path:
-    from harness.testing.tiny import build_causal_lm
-
-    # head_dim 64: vLLM's CPU attention takes multiples of 32
-    base = build_causal_lm(out, tok, arch="llama", d_model=d_model, n_layer=2, n_head=d_model // 64,
-                           max_positions=MAX_POSITIONS, seed=seed)
-    sharpen(base, seed)
-    return base
+    return sharp_llama(out, tok, d_model=d_model, max_positions=MAX_POSITIONS, seed=seed)
 
 
 def make_adapter(base: Path, out: Path, r: int, seed: int, targets: list[str] = TARGETS) -> Path:
-    """A LoRA adapter whose B matrices are random (PEFT starts them at zero, which would change nothing)."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base),
-                           LoraConfig(r=r, lora_alpha=16, lora_dropout=0.0, target_modules=targets))
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "lora_B" in name:
-                p.copy_(torch.randn(p.shape, generator=g) * 0.2)
-    model.save_pretrained(out)
-    return out
+    return random_lora(base, out, r, seed, targets)
 
 
 @pytest.fixture(scope="module", autouse=True)

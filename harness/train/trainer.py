@@ -90,8 +90,9 @@ def wrap_model(model: Any, kind: str, spec: TrainSpec) -> Any:
         targets = targets or auto_targets
         to_save = to_save or heads
     check_modules_to_save(model, spec)
+    bias: Any = spec.bias  # checked by TrainSpec; PEFT types it as a Literal
     cfg = LoraConfig(r=spec.r, lora_alpha=spec.alpha,  # type: ignore[arg-type]  # PEFT types alpha as int; floats work
-                     lora_dropout=spec.dropout, target_modules=targets, bias=spec.bias,
+                     lora_dropout=spec.dropout, target_modules=targets, bias=bias,
                      use_rslora=spec.use_rslora, use_dora=spec.use_dora, modules_to_save=to_save, task_type=task_type)
     try:
         with warnings.catch_warnings():  # PEFT's chatter about its own choices; nothing the user can act on
