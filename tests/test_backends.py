@@ -58,5 +58,6 @@ def test_results_record_the_backend(cli, tiny_gpt2: Path, gsm8k_data: Path, tmp_
     cli("run", "-m", str(tiny_gpt2), "-t", "gsm8k", "--data-dir", str(gsm8k_data), "--limit", "1", "--max-new-tokens",
         "2", "--backend", "hf", "-o", str(out), "--run-name", "b", "-q", check=True)
     res = read_results(out / "b" / "results.json")
-    assert res["backend"]["name"] == "hf" and res["backend"]["options"] == {} and "transformers" in res["backend"]
+    assert res["backend"]["name"] == "hf" and "transformers" in res["backend"]
+    assert res["backend"]["options"] == {"mix_adapters": True}
     assert res["model"]["backend"] == "hf"

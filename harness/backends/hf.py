@@ -1,20 +1,25 @@
 """The Hugging Face backend: transformers + PEFT in this process, the reference and QLoRA-faithful path.
 
-The base is loaded once (bitsandbytes 4/8-bit included); variants are answered one at a time in order, each
-adapter applied to the same base as the previous one is dropped. Encoders and image classifiers answer here too.
+The base is loaded once (bitsandbytes 4/8-bit included). A causal LM with several variants (adapters, --with-base)
+has every LoRA adapter loaded into one PeftModel under its own name, and its batches mix variants: each row names
+its adapter (PEFT's `adapter_names`, "__base__" for the bare base), so one forward serves them all. Where PEFT
+cannot mix (DoRA, trained biases, modules_to_save, another tokenizer, encoders and image classifiers), or with
+`--backend-option mix_adapters=false`, variants are answered one at a time in order, each adapter applied to the
+same base as the previous one is dropped; the reason is said once.
 
 `open(spec, any_order=True)` (Ray replicas, which get batches of any variant at any time) loads every adapter
-into one PeftModel under its own name instead, and switches with set_adapter, or turns adapter layers off for the
+into one PeftModel too, and where it cannot mix switches with set_adapter, or turns adapter layers off for the
 base: the same weights and the same forward as the in-order path, so the same answers.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
-from harness.backends.base import Backend, Model, VariantInfo
+from harness.backends.base import Backend, BackendOption, Model, VariantInfo, VariantModel
 from harness.errors import HarnessError
 from harness.requests import Answer, Request
 
@@ -28,9 +33,16 @@ class HFSession:
         self.spec = spec
         self.batch_size = spec.batch_size
         self._any: _AnyOrder | None = None
-        if any_order:
+        self.mixes_variants = False
+        n_variants = len(spec.adapters) + (1 if spec.with_base or not spec.adapters else 0)
+        self.unmixed = _mix_problem(spec) if n_variants > 1 else "one variant"
+        if any_order or self.unmixed is None:
             self._any = _AnyOrder(spec)
             ident = self._any.base_identity
+            self.unmixed = self.unmixed or self._any.mix_problem
+            self.mixes_variants = self.unmixed is None
+            if self.mixes_variants:
+                self._any.enable_all()
         else:
             self._it: Generator[Any, None, None] = iter_variants(spec)
             self._current = next(self._it)  # loads the base: load errors surface here, before anything runs
@@ -42,10 +54,18 @@ class HFSession:
         paths: list[str | None] = ([None] if has_base else []) + list(spec.adapters)
         self.variants = [VariantInfo(label, dict(base) if p is None else {**base, **adapter_identity(p)}, p)
                          for label, p in zip(variant_labels(spec), paths)]
+        if n_variants > 1 and self.unmixed is not None and self.unmixed != "turned off":
+            print(f"note: hf answers the {n_variants} variants one at a time, not in mixed batches: {self.unmixed}",
+                  file=sys.stderr)
 
     def model_for(self, label: str) -> Model:
         """The variant's model; in any-order mode it is also made the active one (answer its batches before asking
         for another variant)."""
+        if self.mixes_variants:
+            v = next((v for v in self.variants if v.label == label), None)
+            if v is None:
+                raise RuntimeError(f"no variant {label!r}")
+            return VariantModel(self, label, v.identity)
         if self._any is not None:
             return self._any.activate(label)
         while self._current.label != label:
@@ -57,12 +77,23 @@ class HFSession:
         return model
 
     def answer(self, kind: str, items: list[tuple[str, Request]]) -> list[Answer]:
-        raise HarnessError("the hf backend answers one variant at a time")
+        """A batch of any variants' requests in one pass over the shared base, each row under its own adapter."""
+        if not self.mixes_variants or self._any is None:
+            raise HarnessError(f"the hf backend answers one variant at a time here ({self.unmixed})")
+        names = [self._any.models[label][1] or "__base__" for label, _ in items]
+        method = getattr(self._any.mixed, kind, None)
+        if method is None:
+            raise HarnessError(f"model {self.spec.model} cannot answer {kind} requests")
+        out: list[Answer] = method([r for _, r in items], adapters=names)
+        return out
 
     def describe(self) -> dict[str, Any]:
         import transformers
 
-        out: dict[str, Any] = {"name": "hf", "transformers": transformers.__version__}
+        out: dict[str, Any] = {"name": "hf", "transformers": transformers.__version__,
+                               "mixed_batches": self.mixes_variants}
+        if not self.mixes_variants and self.unmixed != "one variant":
+            out["unmixed_because"] = self.unmixed
         try:
             import peft
 
@@ -92,6 +123,8 @@ class _AnyOrder:
         wrapper = L._wrapper(kind)
         self.peft: Any = None
         self.models: dict[str, tuple[Any, str | None]] = {}
+        self.mix_problem: str | None = None if kind == "causal" else f"a {kind} model"
+        self.mixed: Any = None  # the wrapper that answers mixed batches (base tokenizer, every adapter loaded)
         if spec.with_base or not spec.adapters:
             self.models["base"] = (wrapper(hf_model, processor, dict(self.base_identity), spec), None)
         offset = len(labels) - len(spec.adapters)
@@ -102,6 +135,8 @@ class _AnyOrder:
                 if len(tok) > hf_model.get_input_embeddings().weight.shape[0]:
                     raise HarnessError(f"--adapter {path}: its tokenizer adds tokens to the base's vocabulary, which would "
                                        "change every other variant here; evaluate it in a run of its own")
+                if not _same_tokenizer(tok, processor) and self.mix_problem is None:
+                    self.mix_problem = f"--adapter {path} ships a tokenizer unlike the base's"
             self.peft = L._apply_adapter(self.peft if self.peft is not None else hf_model, path, f"adapter{i}", spec.model)
             ident = {**self.base_identity, **L.adapter_identity(path)}
             self.models[labels[offset + i]] = (wrapper(self.peft, tok, ident, spec), f"adapter{i}")
@@ -109,6 +144,12 @@ class _AnyOrder:
             if spec.load_in_4bit:
                 L.disable_avx512bf16_repack(self.peft)
             self.peft.eval()
+            self.mixed = wrapper(self.peft, processor, dict(self.base_identity), spec)
+
+    def enable_all(self) -> None:
+        """Adapter layers on, for good: each mixed batch names its rows' adapters itself."""
+        if self.peft is not None:
+            self.peft.base_model.enable_adapter_layers()
 
     def activate(self, label: str) -> Any:
         model, name = self.models[label]
@@ -119,6 +160,38 @@ class _AnyOrder:
                 self.peft.base_model.enable_adapter_layers()
                 self.peft.set_adapter(name)
         return model
+
+
+def _mix_problem(spec: Any) -> str | None:
+    """Why this run's adapters cannot share mixed batches (from their configs alone), or None."""
+    from harness.models.loading import read_adapter_config
+
+    if not spec.backend_options.get("mix_adapters", True):
+        return "turned off"
+    if spec.kind not in ("auto", "causal"):
+        return f"a {spec.kind} model"
+    for path in spec.adapters:
+        cfg = read_adapter_config(path)
+        if str(cfg.get("peft_type", "LORA")).upper() != "LORA":
+            return f"--adapter {path} is {cfg.get('peft_type')}, and PEFT mixes only LoRA adapters"
+        if cfg.get("use_dora"):
+            return f"--adapter {path} uses DoRA, which PEFT cannot mix in one batch"
+        if cfg.get("bias", "none") not in (None, "none"):
+            return f"--adapter {path} trained biases (bias={cfg.get('bias')}), which rewrite the shared base"
+        if cfg.get("modules_to_save"):
+            return f"--adapter {path} saves whole modules (modules_to_save), which mixed batches cannot keep apart"
+        if cfg.get("alora_invocation_tokens"):
+            return f"--adapter {path} is an activated LoRA"
+    return None
+
+
+def _same_tokenizer(a: Any, b: Any) -> bool:
+    """Whether two tokenizers turn every prompt into the same tokens (vocabulary, specials, chat template)."""
+    probe = "Question: Ünïcode 3+4=?\n  Answer:  7</s>"
+    return (len(a) == len(b) and a.get_vocab() == b.get_vocab()
+            and getattr(a, "chat_template", None) == getattr(b, "chat_template", None)
+            and (a.bos_token, a.eos_token) == (b.bos_token, b.eos_token)
+            and a(probe)["input_ids"] == b(probe)["input_ids"])
 
 
 def _check_any_order(path: str, spec: Any) -> None:
@@ -137,6 +210,8 @@ class HFBackend(Backend):
     answers = ("generate", "loglikelihood", "classify")
     requires = ("transformers", "peft")
     summary = "transformers + PEFT in process: causal LMs, encoders, image classifiers; bitsandbytes 4/8-bit"
+    options = {"mix_adapters": BackendOption(bool, "Answer a causal LM's variants in mixed batches (PEFT "
+                                             "adapter_names) over one loaded base; false: one variant at a time.", True)}
 
     def open(self, spec: Any, any_order: bool = False) -> HFSession:
         return HFSession(spec, any_order)

@@ -44,6 +44,42 @@ def cut_at_stop(text: str, stops: tuple[str, ...]) -> str:
     return text[:cut]
 
 
+class RowSampler:
+    """Samples each row's next token with that row's own generator, seeded by (request seed, sample index).
+
+    It runs last among the logits processors and leaves only the drawn token finite, so generate's greedy step
+    takes it: a prompt's samples then depend on its seed alone, not on its batch-mates or the batch size.
+    Temperature, top-k and top-p are applied as transformers' samplers apply them.
+    """
+
+    def __init__(self, seeds: list[tuple[int, int]], temperature: float, top_p: float, top_k: int) -> None:
+        self.seeds = seeds
+        self.temperature = temperature
+        self.top_p = top_p
+        self.top_k = top_k
+        self.generators: list[torch.Generator] | None = None
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        if self.generators is None:
+            self.generators = [torch.Generator(device=scores.device).manual_seed((seed * 1_000_003 + j) % 2**63)
+                               for seed, j in self.seeds]
+        logits = scores.float() / self.temperature
+        if 0 < self.top_k < logits.shape[-1]:
+            kth = torch.topk(logits, self.top_k, dim=-1).values[:, -1:]
+            logits = logits.masked_fill(logits < kth, float("-inf"))
+        if self.top_p < 1.0:
+            sorted_logits, sorted_idx = torch.sort(logits, descending=False)
+            cum = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
+            drop = cum <= (1 - self.top_p)
+            drop[:, -1] = False  # always keep the most likely token
+            logits = logits.masked_fill(drop.scatter(1, sorted_idx, drop), float("-inf"))
+        probs = logits.softmax(dim=-1)
+        picked = torch.stack([torch.multinomial(probs[i], 1, generator=g)[0] for i, g in enumerate(self.generators)])
+        out = torch.full_like(scores, float("-inf"))
+        out.scatter_(1, picked[:, None], 0.0)
+        return out
+
+
 MIN_SHARED = 4  # tokens: a shorter common prefix (e.g. "Question:") is not worth a second forward
 FORWARD_OVERHEAD = 16  # a model call costs about as much as this many tokens (reading every weight once; measured on CPU)
 
@@ -74,30 +110,33 @@ class CausalLM:
 
     # --- generation ---------------------------------------------------------------------
     @torch.no_grad()
-    def generate(self, requests: list[Generate]) -> list[list[str]]:
+    def generate(self, requests: list[Generate], adapters: list[str] | None = None) -> list[list[str]]:
+        """Answers in request order. `adapters` names each row's PEFT adapter ("__base__": none) for a batch that
+        mixes the variants of a run over one loaded base."""
         out: list[list[str] | None] = [None] * len(requests)
 
         def settings(i: int) -> tuple[Any, ...]:
             r = requests[i]
+            beam_sampling = r.temperature > 0 and r.num_beams > 1
             return (r.max_new_tokens, r.temperature, r.top_p, r.n, r.num_beams, r.length_penalty,
-                    r.no_repeat_ngram_size, r.seed if r.temperature > 0 else 0)
+                    r.no_repeat_ngram_size, r.seed if beam_sampling else 0, i if beam_sampling else 0)
 
         order = sorted(range(len(requests)), key=settings)
-        for key, group in groupby(order, key=settings):
-            idx = list(group)
-            if key[1] > 0:  # sampling: one prompt at a time so its seed alone fixes its samples
-                for i in idx:
-                    out[i] = self._generate_batch([requests[i]])[0]
-            else:
-                for i, texts in zip(idx, self._generate_batch([requests[i] for i in idx])):
-                    out[i] = texts
+        for _, group in groupby(order, key=settings):
+            idx = list(group)  # beam sampling has no per-row generator: one prompt per call, under its seed
+            names = [adapters[i] for i in idx] if adapters is not None else None
+            for i, texts in zip(idx, self._generate_batch([requests[i] for i in idx], names)):
+                out[i] = texts
         return [o or [] for o in out]
 
-    def _generate_batch(self, reqs: list[Generate]) -> list[list[str]]:
+    def _generate_batch(self, reqs: list[Generate], adapters: list[str] | None = None) -> list[list[str]]:
         r0 = reqs[0]
         tok = self.tokenizer
         tok.padding_side = "left"
-        prompts = [self.render(r.prompt) for r in reqs]
+        # n samples of a prompt are n rows of their own (each its own generator), not num_return_sequences
+        row_sampling = r0.temperature > 0 and r0.num_beams == 1
+        copies = r0.n if row_sampling else 1
+        prompts = [self.render(r.prompt) for r in reqs for _ in range(copies)]
         enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
         input_ids = enc["input_ids"].to(self.device)
         attn = enc["attention_mask"].to(self.device)
@@ -105,31 +144,38 @@ class CausalLM:
         if input_ids.shape[1] > budget > 0:  # keep the end of over-long prompts
             input_ids, attn = input_ids[:, -budget:], attn[:, -budget:]
         prompt_len = input_ids.shape[1]
-        sampling = r0.temperature > 0
         kwargs: dict[str, Any] = {
-            "max_new_tokens": r0.max_new_tokens, "do_sample": sampling, "num_return_sequences": r0.n,
+            "max_new_tokens": r0.max_new_tokens, "do_sample": False, "num_return_sequences": r0.n // copies,
             "num_beams": r0.num_beams, "pad_token_id": tok.pad_token_id, "eos_token_id": tok.eos_token_id,
+            "temperature": None, "top_p": None, "top_k": None,
         }
-        if sampling:
-            kwargs.update(temperature=r0.temperature, top_p=r0.top_p)
+        from transformers import LogitsProcessorList, StoppingCriteriaList
+
+        if row_sampling:
+            kwargs["logits_processor"] = LogitsProcessorList([RowSampler(
+                [(r.seed, j) for r in reqs for j in range(copies)], r0.temperature, r0.top_p, self._top_k())])
+        elif r0.temperature > 0:  # beam sampling: transformers' own sampler under the prompt's seed
+            kwargs.update(do_sample=True, temperature=r0.temperature, top_p=r0.top_p, top_k=self._top_k() or None)
             torch.manual_seed(r0.seed)
-        else:
-            kwargs.update(temperature=None, top_p=None, top_k=None)
         if r0.num_beams > 1:
             kwargs.update(length_penalty=r0.length_penalty, early_stopping=True)
         if r0.no_repeat_ngram_size:
             kwargs["no_repeat_ngram_size"] = r0.no_repeat_ngram_size
         if any(r.stop for r in reqs) and r0.num_beams == 1:
-            from transformers import StoppingCriteriaList
-
             kwargs["stopping_criteria"] = StoppingCriteriaList(
-                [_StopOnStrings(tok, [r.stop for r in reqs], prompt_len, r0.n)])
+                [_StopOnStrings(tok, [r.stop for r in reqs for _ in range(copies)], prompt_len, r0.n // copies)])
+        if adapters is not None:  # PEFT repeats the names for beams itself, not for returned sequences
+            per_row = r0.n // copies if r0.num_beams == 1 else 1
+            kwargs["adapter_names"] = [a for a in adapters for _ in range(copies * per_row)]
         gen = self.model.generate(input_ids=input_ids, attention_mask=attn, **kwargs)
         texts = tok.batch_decode(gen[:, prompt_len:], skip_special_tokens=True)
-        results: list[list[str]] = []
-        for i, r in enumerate(reqs):
-            results.append([cut_at_stop(t, r.stop) for t in texts[i * r0.n : (i + 1) * r0.n]])
-        return results
+        return [[cut_at_stop(t, r.stop) for t in texts[i * r0.n : (i + 1) * r0.n]] for i, r in enumerate(reqs)]
+
+    def _top_k(self) -> int:
+        """The model's generation_config top_k (transformers' default 50), which sampling here has always applied."""
+        cfg = getattr(self.model, "generation_config", None)
+        k = getattr(cfg, "top_k", 50) if cfg is not None else 50
+        return int(k or 0)
 
     # --- log-likelihood -----------------------------------------------------------------
     def _encode(self, text: str) -> list[int]:
@@ -189,20 +235,21 @@ class CausalLM:
         return self._fwd
 
     @staticmethod
-    def _groups(seqs: list[tuple[list[int], int]]) -> list[tuple[list[int], int]]:
+    def _groups(seqs: list[tuple[list[int], int]], keys: list[str] | None = None) -> list[tuple[list[int], int]]:
         """Requests whose model inputs (tokens[:-1]) share a prefix, as (members, shared prefix length).
 
         Sorted token sequences put same-context choices next to each other; a request joins the open
         group when that saves more tokens than shortening the group's prefix costs its members.
         The prefix never extends past a member's first scored position + 1, so only the prefix's last
-        position is ever scored.
+        position is ever scored. Requests of different `keys` (adapters) never share a group: their caches differ.
         """
-        order = sorted(range(len(seqs)), key=lambda i: seqs[i][0])
+        key = keys or [""] * len(seqs)
+        order = sorted(range(len(seqs)), key=lambda i: (key[i], seqs[i][0]))
         groups: list[tuple[list[int], int]] = []
         for i in order:
             inp, n = seqs[i][0][:-1], seqs[i][1]
             cap = max(1, len(inp) - n + 1)
-            if groups:
+            if groups and key[groups[-1][0][0]] == key[i]:
                 members, p = groups[-1]
                 first = seqs[members[0]][0]
                 lcp = 0
@@ -233,31 +280,32 @@ class CausalLM:
         return out[::-1]
 
     @torch.no_grad()
-    def loglikelihood(self, requests: list[LogLikelihood]) -> list[tuple[float, bool]]:
+    def loglikelihood(self, requests: list[LogLikelihood], adapters: list[str] | None = None) -> list[tuple[float, bool]]:
         """Score each (context, continuation) with lm-eval 0.4's tokens, computing each shared prefix once.
 
         Stage 1 runs, left-padded, every group's shared prefix (usually a question) and every request that
         shares nothing, in full. Stage 2 runs each group member's remaining tokens (usually its answer
         choice) on its group's KV cache. Rows are bucketed by length to keep padding low, and the
         vocabulary projection is only computed at scored positions. The numbers equal one full forward
-        per request up to float rounding.
+        per request up to float rounding. `adapters` names each request's PEFT adapter (see generate).
         """
         seqs = [self._tokens(r) for r in requests]
         out: list[tuple[float, bool]] = [(0.0, True)] * len(requests)
         live = [i for i, (_, n) in enumerate(seqs) if n > 0]
         if not live:
             return out
-        groups = [([live[j] for j in m], p) for m, p in self._groups([seqs[i] for i in live])]
+        keys = [adapters[i] for i in live] if adapters is not None else None
+        groups = [([live[j] for j in m], p) for m, p in self._groups([seqs[i] for i in live], keys)]
         # a request alone in its group runs whole in stage 1 and is scored at its last n positions
         groups = [(m, len(seqs[m[0]][0]) - 1 if len(m) == 1 else p) for m, p in groups]
         order = sorted(range(len(groups)), key=lambda g: groups[g][1])
         for chunk in self._chunks([groups[g][1] for g in order]):
-            for i, answer in self._score_groups([groups[order[j]] for j in chunk], seqs).items():
+            for i, answer in self._score_groups([groups[order[j]] for j in chunk], seqs, adapters).items():
                 out[i] = answer
         return out
 
-    def _score_groups(self, groups: list[tuple[list[int], int]], seqs: list[tuple[list[int], int]]
-                      ) -> dict[int, tuple[float, bool]]:
+    def _score_groups(self, groups: list[tuple[list[int], int]], seqs: list[tuple[list[int], int]],
+                      adapters: list[str] | None = None) -> dict[int, tuple[float, bool]]:
         cache_kw, keep_mode = self._forward_kwargs()
         dev = self.device
         pad = self.tokenizer.pad_token_id or 0
@@ -280,6 +328,8 @@ class CausalLM:
             kw = {"logits_to_keep": keep.to(dev)}
         elif keep_mode == "int":
             kw = {"logits_to_keep": last}
+        if adapters is not None:
+            kw["adapter_names"] = [adapters[m[0]] for m, _ in groups]
         res = self.model(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev), use_cache=multi, **kw)
         flat = res.logits if keep_mode == "mask" else res.logits[keep[:, -res.logits.shape[1]:].to(dev)]
         stage1 = torch.log_softmax(flat.float(), dim=-1).split(keep_last)  # per group: its kept positions, in order
@@ -310,7 +360,9 @@ class CausalLM:
             kv = cache if len(chunks) == 1 else copy.deepcopy(cache)
             kv.batch_select_indices(index)  # type: ignore[union-attr]  # the prefix pass ran with use_cache
             full_mask = torch.cat([mask.to(dev)[index], smask.to(dev)], dim=1)
-            kw2 = {"logits_to_keep": skeep.to(dev)} if keep_mode == "mask" else {}
+            kw2: dict[str, Any] = {"logits_to_keep": skeep.to(dev)} if keep_mode == "mask" else {}
+            if adapters is not None:
+                kw2["adapter_names"] = [adapters[i] for _, i in part]
             res2 = self.model(input_ids=sids.to(dev), attention_mask=full_mask, position_ids=spos.to(dev),
                               use_cache=True, **{cache_kw: kv}, **kw2)
             flat2 = res2.logits if keep_mode == "mask" else res2.logits[skeep.to(dev)]
