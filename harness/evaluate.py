@@ -304,8 +304,8 @@ def results_record(spec: RunSpec, v: VariantInfo, engine: dict[str, Any], tasks_
         "model": ident,
         **({"cluster": cluster} if cluster is not None else {}),
         "backend": engine,
-        "run": {"command": argv or sys.argv, "batch_size": spec.model.batch_size, "limit": spec.task_cfg.limit,
-                "num_fewshot": spec.task_cfg.num_fewshot, "seed": spec.task_cfg.seed,
+        "run": {"command": argv or sys.argv, "batch_size": "auto" if spec.model.auto_batch else spec.model.batch_size,
+                "limit": spec.task_cfg.limit, "num_fewshot": spec.task_cfg.num_fewshot, "seed": spec.task_cfg.seed,
                 "samples": spec.task_cfg.samples, "temperature": spec.task_cfg.temperature},
         "tasks": tasks_out,
     }

@@ -34,6 +34,20 @@ def check_positive(value: int | None, flag: str, allow_zero: bool = False) -> No
         raise HarnessError(f"{flag}: must be {'>= 0' if allow_zero else '> 0'}, got {value}")
 
 
+def parse_batch_size(value: str | int) -> tuple[int, bool]:
+    """--batch-size N or auto: (the batch the runner plans, whether the backend finds its own)."""
+    from harness.models.batching import AUTO_START
+
+    if str(value).strip().lower() == "auto":
+        return AUTO_START, True
+    try:
+        n = int(value)
+    except ValueError:
+        raise HarnessError(f"--batch-size {value}: expected a positive integer or auto") from None
+    check_positive(n, "--batch-size")
+    return n, False
+
+
 def _opt(annotation: Any, default: Any, *names: str, help: str) -> inspect.Parameter:
     name = names[0].lstrip("-").replace("-", "_")
     return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default,
@@ -61,7 +75,8 @@ def _params(model_required: bool, with_base: bool, kind: bool, default_kind: str
         _opt(str, "float32", "--bnb-4bit-compute-dtype", help="Compute dtype of 4-bit layers."),
         _opt(str, "float32", "--dtype", help="float32, bfloat16, float16 or auto."),
         _opt(str, "cpu", "--device", help="cpu, cuda, cuda:1, mps ..."),
-        _opt(int, 8, "--batch-size", "-b", help="Requests per model call."),
+        _opt(str, "8", "--batch-size", "-b", help="Requests per model call, or auto: the largest that fits, found by "
+             "halving on out-of-memory (an out-of-memory batch is always halved and retried, never lost)."),
         _opt(str | None, None, "--revision", help="Hub revision of the base model."),
         _opt(bool, False, "--trust-remote-code", help="Allow custom model code from the hub."),
     ]
@@ -80,7 +95,7 @@ def build_spec(values: dict[str, Any], default_kind: str) -> Any:
         return None
     from harness.reports.checkpoints import expand_adapters
 
-    check_positive(values["batch_size"], "--batch-size")
+    batch_size, auto_batch = parse_batch_size(values["batch_size"])
     adapters = expand_adapters(list(values.get("adapter") or []), values.get("checkpoints"))
     backend = get_backend(values["backend"])
     options = backend.parse_options(parse_options(values["backend_option"], "--backend-option"))
@@ -89,8 +104,8 @@ def build_spec(values: dict[str, Any], default_kind: str) -> Any:
                      load_in_4bit=values["load_in_4bit"], load_in_8bit=values["load_in_8bit"],
                      bnb_4bit_compute_dtype=values["bnb_4bit_compute_dtype"], dtype=values["dtype"],
                      device=values["device"], revision=values["revision"], trust_remote_code=values["trust_remote_code"],
-                     batch_size=values["batch_size"], num_labels=values.get("num_labels"), backend=values["backend"],
-                     backend_options=options)
+                     batch_size=batch_size, auto_batch=auto_batch, num_labels=values.get("num_labels"),
+                     backend=values["backend"], backend_options=options)
 
 
 def model_options(model_required: bool = True, with_base: bool = True, kind: bool = True, default_kind: str = "auto",

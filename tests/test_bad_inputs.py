@@ -77,6 +77,8 @@ Case = tuple[str, Callable[[dict[str, Path]], list[str]], list[str]]
 CASES: list[Case] = [
     ("limit-zero", lambda w: _run(w, "--limit", "0"), ["--limit", "> 0"]),
     ("limit-negative", lambda w: _run(w, "--limit", "-3"), ["--limit"]),
+    ("batch-size-zero", lambda w: _run(w, "--batch-size", "0"), ["--batch-size", "> 0"]),
+    ("batch-size-word", lambda w: _run(w, "--batch-size", "big"), ["--batch-size big", "auto"]),
     ("temperature-negative", lambda w: _run(w, "--temperature", "-1"), ["--temperature", ">= 0"]),
     ("temperature-nan", lambda w: _run(w, "--temperature", "nan"), ["--temperature"]),
     ("top-p-zero", lambda w: _run(w, "--top-p", "0"), ["--top-p"]),

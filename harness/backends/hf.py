@@ -28,10 +28,12 @@ class HFSession:
     mixes_variants = False
 
     def __init__(self, spec: Any, any_order: bool = False) -> None:
+        from harness.models.batching import AutoBatch
         from harness.models.loading import adapter_identity, iter_variants, variant_labels
 
         self.spec = spec
         self.batch_size = spec.batch_size
+        self.auto = AutoBatch()  # every call is halved and retried on out-of-memory; sizes that fit are remembered
         self._any: _AnyOrder | None = None
         self.mixes_variants = False
         n_variants = len(spec.adapters) + (1 if spec.with_base or not spec.adapters else 0)
@@ -66,26 +68,30 @@ class HFSession:
             if v is None:
                 raise RuntimeError(f"no variant {label!r}")
             return VariantModel(self, label, v.identity)
+        from harness.models.batching import SafeModel
+
         if self._any is not None:
-            return self._any.activate(label)
+            return SafeModel(self._any.activate(label), self.auto)
         while self._current.label != label:
             try:
                 self._current = next(self._it)
             except StopIteration:
                 raise RuntimeError(f"variant {label!r} asked for out of order") from None
-        model: Model = self._current.model
-        return model
+        return SafeModel(self._current.model, self.auto)
 
     def answer(self, kind: str, items: list[tuple[str, Request]]) -> list[Answer]:
         """A batch of any variants' requests in one pass over the shared base, each row under its own adapter."""
         if not self.mixes_variants or self._any is None:
             raise HarnessError(f"the hf backend answers one variant at a time here ({self.unmixed})")
-        names = [self._any.models[label][1] or "__base__" for label, _ in items]
         method = getattr(self._any.mixed, kind, None)
         if method is None:
             raise HarnessError(f"model {self.spec.model} cannot answer {kind} requests")
-        out: list[Answer] = method([r for _, r in items], adapters=names)
-        return out
+        models = self._any.models
+
+        def run(part: list[tuple[str, Request]]) -> list[Answer]:
+            return list(method([r for _, r in part], adapters=[models[label][1] or "__base__" for label, _ in part]))
+
+        return self.auto.run(kind, items, run, key=lambda it: it[1])
 
     def describe(self) -> dict[str, Any]:
         import transformers
@@ -94,6 +100,8 @@ class HFSession:
                                "mixed_batches": self.mixes_variants}
         if not self.mixes_variants and self.unmixed != "one variant":
             out["unmixed_because"] = self.unmixed
+        if self.auto.limits:  # the batch sizes out-of-memory errors left, per request kind and length bucket
+            out["batch_limits"] = {f"{k}/{b}": n for (k, b), n in sorted(self.auto.limits.items())}
         try:
             import peft
 

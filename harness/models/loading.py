@@ -35,6 +35,7 @@ class ModelSpec:
     revision: str | None = None
     trust_remote_code: bool = False
     batch_size: int = 8
+    auto_batch: bool = False  # --batch-size auto: batch_size is where the search starts
     num_labels: int | None = None  # seq-cls / image heads when no adapter says otherwise
     backend: str = "hf"  # the engine that answers (harness.backends entry point)
     backend_options: dict[str, Any] = field(default_factory=dict)  # typed --backend-option values
