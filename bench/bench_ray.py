@@ -109,7 +109,28 @@ def run(name: str, model: Path, data: Path, out: Path, rows: int, batch: int, ex
             "metrics": {t: {m: v["value"] for m, v in res["tasks"][t]["metrics"].items()} for t in TASKS}}
 
 
-def report(args: argparse.Namespace, start_s: float, runs: dict[str, dict]) -> None:
+def driver_costs(work: Path) -> dict[str, float]:
+    """What the driver spends per run and per batch, apart from any model: planning 10,000 log-likelihood requests
+    (dedupe, store look-up, sort, batching) and recording 1,000 batches of 16 answers (one transaction each)."""
+    from harness.requests import LogLikelihood
+    from harness.runner import plan_requests, record_many
+    from harness.store import Store
+
+    reqs = [LogLikelihood(context=f"Question {i // 4}: which of these is the answer, given all that came before?",
+                          continuation=f" choice {i % 4} of question {i // 4}") for i in range(10_000)]
+    store = Store.open(work / "driver.sqlite")
+    t0 = time.perf_counter()
+    plan = plan_requests("bench-model", reqs, 16, store, False, "bench")
+    plan_s = time.perf_counter() - t0
+    batches = (plan.batches * (1000 // len(plan.batches) + 1))[:1000]
+    t0 = time.perf_counter()
+    for b in batches:
+        record_many([(plan, b, [(-1.5, False)] * len(b.items), "bench")], store)
+    store_s = time.perf_counter() - t0
+    return {"plan_s": plan_s, "store_s": store_s, "store_rate": len(batches) / store_s}
+
+
+def report(args: argparse.Namespace, start_s: float, runs: dict[str, dict], costs: dict[str, float]) -> None:
     one, two = runs["ray, 1 replica"], runs["ray, 2 replicas"]
     print(f"\nray bench: {args.rows} rows each of {', '.join(TASKS)}; 124M GPT-2 shape; batch {args.batch_size}; "
           f"1 CPU / 1 thread per replica; {os.cpu_count()} cores")
@@ -136,6 +157,8 @@ def report(args: argparse.Namespace, start_s: float, runs: dict[str, dict]) -> N
     print(f"scores: {'identical' if same else 'DIFFERENT'} per-doc metrics and log-likelihoods in all three runs")
     for t in TASKS:
         print(f"  {t}: {ref['metrics'][t]}")
+    print(f"driver alone: plans 10,000 log-likelihood requests in {costs['plan_s']:.2f} s; records 1,000 batches of 16 "
+          f"answers in {costs['store_s']:.2f} s ({costs['store_rate']:.0f} batches/s)")
 
 
 def main() -> None:
@@ -156,13 +179,14 @@ def main() -> None:
     pgid = None
     try:
         data = prepare_data(work)
+        costs = driver_costs(work)
         runs = {"one process": run("local", model, data, work / "out", args.rows, args.batch_size, [])}
         address, pgid, start_s = start_cluster(temp, cpus=2)
         for n in (1, 2):
             runs[f"ray, {n} replica{'s' if n > 1 else ''}"] = run(
                 f"ray{n}", model, data, work / "out", args.rows, args.batch_size,
                 ["--ray", address, "--replicas", str(n), "--ray-cpus-per-replica", "1"])
-        report(args, start_s, runs)
+        report(args, start_s, runs, costs)
     finally:
         if pgid is not None:
             os.killpg(pgid, signal.SIGKILL)

@@ -143,6 +143,39 @@ def test_samples_depend_on_the_seed_alone(models: dict[str, Path], reqs: dict[st
     assert reseeded != alone
 
 
+def test_shared_prefix_is_computed_once_with_the_same_outputs(models: dict[str, Path], shared_data: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Few-shot prompts with the same exemplars: the exemplars' KV cache is computed once per batch (per adapter)
+    and the greedy text is the same as running every prompt whole; also in a batch mixing adapters."""
+    import harness.models.causal as causal
+
+    train = [json.loads(x) for x in (shared_data / "gsm8k" / "train.jsonl").read_text().splitlines()[:1]]
+    shots = "".join(f"Question: {d['question']}\nAnswer: {d['answer']}\n\n" for d in train)
+    gen = task_requests("gsm8k", shared_data, 6, max_new_tokens=16)
+    prompts = [replace(r, prompt=shots + str(r.prompt)) for r in gen]
+    sampled = [replace(r, temperature=0.8, seed=3) for r in prompts[:3]]
+    calls: list[int] = []
+    original = causal.CausalLM._prefix_cache
+
+    def spy(self: Any, prefix: list[int], adapters: Any, n_rows: int) -> Any:
+        calls.append(len(prefix))
+        return original(self, prefix, adapters, n_rows)
+
+    monkeypatch.setattr(causal.CausalLM, "_prefix_cache", spy)
+    session = HFBackend().open(spec(models, True))
+    try:
+        items = [(label, r) for r in prompts + sampled for label in ("base", "a1", "a3")]
+        shared = session.answer("generate", items)
+        assert calls and min(calls) > 50  # the exemplars, in tokens
+        monkeypatch.setattr(causal, "SHARED_PREFIX_MIN", 10**9)
+        n_calls = len(calls)
+        whole = session.answer("generate", items)
+        assert len(calls) == n_calls
+    finally:
+        session.close()
+    assert shared == whole
+
+
 def test_run_cli_mixed_equals_unmixed(models: dict[str, Path], shared_data: Path, tmp_path: Path) -> None:
     """`harness run` with three adapters and the base: the same results.json metrics and samples either way."""
     common = ["run", "--model", str(models["base"]), "--with-base", "--tasks", "gsm8k,arc_easy", "--limit", "4",

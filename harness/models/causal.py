@@ -80,6 +80,19 @@ class RowSampler:
         return out
 
 
+def _common_prefix(rows: list[list[int]]) -> int:
+    """Tokens every row starts with, leaving each row at least one token of its own (the prompt's last token is
+    where generation starts)."""
+    first, n = rows[0], min(len(x) for x in rows) - 1
+    for x in rows[1:]:
+        k = 0
+        while k < n and x[k] == first[k]:
+            k += 1
+        n = k
+    return max(0, n)
+
+
+SHARED_PREFIX_MIN = 16  # tokens: a shorter shared prefix (a "Question:" header) is not worth a forward of its own
 MIN_SHARED = 4  # tokens: a shorter common prefix (e.g. "Question:") is not worth a second forward
 FORWARD_OVERHEAD = 16  # a model call costs about as much as this many tokens (reading every weight once; measured on CPU)
 
@@ -137,12 +150,16 @@ class CausalLM:
         row_sampling = r0.temperature > 0 and r0.num_beams == 1
         copies = r0.n if row_sampling else 1
         prompts = [self.render(r.prompt) for r in reqs for _ in range(copies)]
-        enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
-        input_ids = enc["input_ids"].to(self.device)
-        attn = enc["attention_mask"].to(self.device)
+        rows = [list(x) for x in tok(prompts, add_special_tokens=False)["input_ids"]]
         budget = self.max_length - r0.max_new_tokens
-        if input_ids.shape[1] > budget > 0:  # keep the end of over-long prompts
-            input_ids, attn = input_ids[:, -budget:], attn[:, -budget:]
+        if budget > 0:  # keep the end of over-long prompts
+            rows = [x[-budget:] for x in rows]
+        row_adapters = [a for a in adapters for _ in range(copies)] if adapters is not None else None
+        # a prefix every row shares (few-shot exemplars) is computed once, not once per row
+        shared = _common_prefix(rows) if len(rows) > 1 and r0.n // copies == 1 and r0.num_beams == 1 \
+            and not r0.no_repeat_ngram_size else 0
+        shared = shared if shared >= SHARED_PREFIX_MIN else 0
+        input_ids, attn = self._pad_after_prefix(rows, shared)
         prompt_len = input_ids.shape[1]
         kwargs: dict[str, Any] = {
             "max_new_tokens": r0.max_new_tokens, "do_sample": False, "num_return_sequences": r0.n // copies,
@@ -167,9 +184,40 @@ class CausalLM:
         if adapters is not None:  # PEFT repeats the names for beams itself, not for returned sequences
             per_row = r0.n // copies if r0.num_beams == 1 else 1
             kwargs["adapter_names"] = [a for a in adapters for _ in range(copies * per_row)]
+        if shared:
+            kwargs[self._forward_kwargs()[0]] = self._prefix_cache(rows[0][:shared], row_adapters, len(rows))
         gen = self.model.generate(input_ids=input_ids, attention_mask=attn, **kwargs)
         texts = tok.batch_decode(gen[:, prompt_len:], skip_special_tokens=True)
         return [[cut_at_stop(t, r.stop) for t in texts[i * r0.n : (i + 1) * r0.n]] for i, r in enumerate(reqs)]
+
+    def _pad_after_prefix(self, rows: list[list[int]], shared: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rows as one (ids, mask) pair: the first `shared` tokens, then padding, then each row's own tokens. With
+        shared=0 that is plain left padding; positions follow the mask, so every token keeps its unpadded position."""
+        pad = self.tokenizer.pad_token_id or 0
+        width = max(len(x) for x in rows) - shared
+        ids = torch.full((len(rows), shared + width), pad, dtype=torch.long)
+        mask = torch.zeros((len(rows), shared + width), dtype=torch.long)
+        for i, x in enumerate(rows):
+            ids[i, :shared] = torch.tensor(x[:shared], dtype=torch.long)
+            mask[i, :shared] = 1
+            own = x[shared:]
+            if own:
+                ids[i, shared + width - len(own):] = torch.tensor(own, dtype=torch.long)
+                mask[i, shared + width - len(own):] = 1
+        return ids.to(self.device), mask.to(self.device)
+
+    def _prefix_cache(self, prefix: list[int], adapters: list[str] | None, n_rows: int) -> Any:
+        """The KV cache of `prefix`, one forward per distinct adapter, then one cache row per batch row."""
+        names = list(dict.fromkeys(adapters)) if adapters is not None else [""]
+        ids = torch.tensor([prefix] * len(names), dtype=torch.long, device=self.device)
+        kw: dict[str, Any] = {"adapter_names": names} if adapters is not None else {}
+        if self._forward_kwargs()[1] == "int":  # the prefix's logits are not needed
+            kw["logits_to_keep"] = 1
+        res = self.model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=True, **kw)
+        cache: Any = res.past_key_values
+        rows = [names.index(a) for a in adapters] if adapters is not None else [0] * n_rows
+        cache.batch_select_indices(torch.tensor(rows, device=self.device))
+        return cache
 
     def _top_k(self) -> int:
         """The model's generation_config top_k (transformers' default 50), which sampling here has always applied."""
