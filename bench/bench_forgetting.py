@@ -4,7 +4,8 @@ A 124M-parameter GPT-2-shaped model (random init, the real GPT-2 tokenizer from 
 the first --rows rows of the real ARC-Easy test and WinoGrande dev files. Each side runs in its own subprocess
 (peak RSS from getrusage), with the same torch thread count and batch size, model loading included. Prints
 requests/s of each, the speed ratio (target >= 2x), whether every per-doc acc/acc_norm is identical, the largest
-per-choice log-likelihood difference, and peak memory.
+per-choice log-likelihood difference, and peak memory. `--backends hf,vllm` adds a harness column per backend
+(vLLM's engine start is included in its wall time and also shown apart: its answering time alone).
 
     .venv/bin/python bench/bench_forgetting.py                # 500 rows per task (~10 min on a shared 2-core CPU)
     .venv/bin/python bench/bench_forgetting.py --rows 100     # quick look
@@ -24,6 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared" / "data"
 TASKS = ("arc_easy", "winogrande")
+NOT_COUNTED = "; vLLM computes in its engine process, whose CPU time is not counted"
 
 
 def build_model(path: Path) -> Path:
@@ -81,13 +83,15 @@ def prepare_data(work: Path) -> tuple[Path, Path]:
 # --- the two sides, each run in a fresh subprocess -------------------------------------------------------------
 
 
-def side_ours(model: str, data: str, rows: int, batch: int, out: str) -> dict:
+def side_ours(model: str, data: str, rows: int, batch: int, out: str, backend: str = "hf") -> dict:
     from harness.evaluate import RunSpec, run
     from harness.models.loading import ModelSpec
     from harness.task import TaskConfig
 
     t0, c0 = time.perf_counter(), time.process_time()
-    [path] = run(RunSpec(model=ModelSpec(model=model, batch_size=batch), tasks=list(TASKS),
+    opts = {"kv_cache_gib": 2} if backend == "vllm" else {}
+    [path] = run(RunSpec(model=ModelSpec(model=model, batch_size=batch, backend=backend, backend_options=opts),
+                         tasks=list(TASKS),
                          task_cfg=TaskConfig(data_dir=Path(data), limit=rows), output_dir=Path(out), quiet=True))
     seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     res = json.loads(path.read_text())
@@ -97,6 +101,7 @@ def side_ours(model: str, data: str, rows: int, batch: int, out: str) -> dict:
         requests += sum(len(s["loglikelihoods"]) for s in samples)
         per_doc[t] = [{"metrics": s["metrics"], "lls": s["loglikelihoods"]} for s in samples]
     return {"seconds": seconds, "cpu": cpu, "requests": requests, "per_doc": per_doc,
+            "answer_s": sum(res["tasks"][t]["wall_time_s"] for t in TASKS),
             "metrics": {t: {m: v["value"] for m, v in res["tasks"][t]["metrics"].items()} for t in TASKS}}
 
 
@@ -131,8 +136,8 @@ def _child(args: argparse.Namespace) -> None:
     import transformers.models.gpt2.modeling_gpt2  # noqa: F401
     from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: F401
 
-    if args.side == "ours":
-        r = side_ours(args.model, args.data, args.rows, args.batch_size, args.out)
+    if args.side != "lm-eval":
+        r = side_ours(args.model, args.data, args.rows, args.batch_size, args.out, args.side)
     else:
         r = side_lm_eval(args.model, args.yaml, args.rows, args.batch_size)
     r["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -161,7 +166,8 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=16, help="requests per forward, both sides (default 16)")
     p.add_argument("--threads", type=int, default=1, help="torch threads, both sides (default 1)")
     p.add_argument("--model-dir", type=Path, default=Path(tempfile.gettempdir()) / "harness-bench-gpt2-124m")
-    p.add_argument("--child", choices=["ours", "lm-eval"], help=argparse.SUPPRESS)
+    p.add_argument("--backends", default="hf", help="harness backends to measure, comma-separated (hf, vllm)")
+    p.add_argument("--child", choices=["hf", "vllm", "lm-eval"], help=argparse.SUPPRESS)
     for hidden in ("--model", "--data", "--yaml", "--out", "--result"):
         p.add_argument(hidden, help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -176,24 +182,25 @@ def main() -> None:
         work = Path(tmp)
         data, ydir = prepare_data(work)
         lm = _spawn("lm-eval", args, model, data, ydir, work)
-        ours = _spawn("ours", args, model, data, ydir, work)
-    identical = all(a["metrics"] == b["metrics"] for t in TASKS for a, b in zip(ours["per_doc"][t], lm["per_doc"][t])) \
-        and all(len(ours["per_doc"][t]) == len(lm["per_doc"][t]) for t in TASKS)
-    max_diff = max(abs(x - y) for t in TASKS for a, b in zip(ours["per_doc"][t], lm["per_doc"][t])
-                   for x, y in zip(a["lls"], b["lls"]))
+        sides = {f"harness {b}": _spawn(b, args, model, data, ydir, work) for b in args.backends.split(",")}
     print(f"\nforgetting bench: {args.rows} rows each of {', '.join(TASKS)}; 124M GPT-2 shape; batch {args.batch_size}; "
           f"{args.threads} thread(s); model loading included, imports excluded")
-    print(f"{'':10}{'requests':>10}{'wall s':>9}{'req/s':>8}{'CPU s':>9}{'req/CPU-s':>11}{'peak RSS MB':>13}")
-    for name, r in (("harness", ours), ("lm-eval", lm)):
-        print(f"{name:10}{r['requests']:>10}{r['seconds']:>9.1f}{r['requests'] / r['seconds']:>8.1f}{r['cpu']:>9.1f}"
+    print(f"{'':14}{'requests':>10}{'wall s':>9}{'req/s':>8}{'CPU s':>9}{'req/CPU-s':>11}{'peak RSS MB':>13}")
+    for name, r in (*sides.items(), ("lm-eval", lm)):
+        print(f"{name:14}{r['requests']:>10}{r['seconds']:>9.1f}{r['requests'] / r['seconds']:>8.1f}{r['cpu']:>9.1f}"
               f"{r['requests'] / r['cpu']:>11.1f}{r['peak_rss_mb']:>13.0f}")
-    print(f"speed ratio harness / lm-eval: {lm['seconds'] / ours['seconds']:.2f}x by wall time, "
-          f"{lm['cpu'] / ours['cpu']:.2f}x by CPU time (target >= 2x; CPU time is steadier on a shared machine)")
-    print(f"scores: {'identical' if identical else 'DIFFERENT'} per-doc acc/acc_norm; largest per-choice loglikelihood "
-          f"difference {max_diff:.2e}")
-    for t in TASKS:
-        print(f"  {t}: harness {ours['metrics'][t]}  lm-eval {lm['metrics'][t]}")
-    print(f"peak memory ratio harness / lm-eval: {ours['peak_rss_mb'] / lm['peak_rss_mb']:.2f}")
+    for name, ours in sides.items():
+        identical = all(len(ours["per_doc"][t]) == len(lm["per_doc"][t]) for t in TASKS) and all(
+            a["metrics"] == b["metrics"] for t in TASKS for a, b in zip(ours["per_doc"][t], lm["per_doc"][t]))
+        max_diff = max(abs(x - y) for t in TASKS for a, b in zip(ours["per_doc"][t], lm["per_doc"][t])
+                       for x, y in zip(a["lls"], b["lls"]))
+        print(f"{name} / lm-eval: {lm['seconds'] / ours['seconds']:.2f}x by wall time, {lm['cpu'] / ours['cpu']:.2f}x by "
+              f"CPU time of this process (target >= 2x{NOT_COUNTED if 'vllm' in name else ''}); answering alone "
+              f"{ours['answer_s']:.1f} s")
+        print(f"  scores: {'identical' if identical else 'DIFFERENT'} per-doc acc/acc_norm; largest per-choice "
+              f"log-likelihood difference {max_diff:.2e}; peak memory ratio {ours['peak_rss_mb'] / lm['peak_rss_mb']:.2f}")
+        for t in TASKS:
+            print(f"    {t}: {name} {ours['metrics'][t]}  lm-eval {lm['metrics'][t]}")
 
 
 if __name__ == "__main__":
