@@ -113,7 +113,15 @@ def _from_store(plan: Plan, per_variant: Mapping[str, Sequence[Request]], store:
     return todo
 
 
-def plan_requests(model_key: str, requests: Sequence[Request], batch_size: int, store: Store | None = None,
+def _size(batch_size: int | Mapping[str, int], kind: str, default: int = 8) -> int:
+    """A plan's batch size for one request kind: one size for all, or per kind (falling back to "default")."""
+    if isinstance(batch_size, int):
+        return max(1, batch_size)
+    return max(1, int(batch_size.get(kind, batch_size.get("default", default))))
+
+
+def plan_requests(model_key: str, requests: Sequence[Request], batch_size: int | Mapping[str, int],
+                  store: Store | None = None,
                   resume: bool = False, description: str = "requests", label: str = "model") -> Plan:
     """The batches run_requests sends for one variant: per kind (first-seen order), longest first."""
     plan = Plan({label: model_key}, {label: {}})
@@ -122,7 +130,7 @@ def plan_requests(model_key: str, requests: Sequence[Request], batch_size: int, 
         by_kind.setdefault(item[1].kind, []).append(item)
     for kind, items in by_kind.items():
         items.sort(key=lambda it: _order(it[1]))
-        plan.batches += [_batch(kind, b, False) for b in _batches(kind, items, max(1, batch_size),
+        plan.batches += [_batch(kind, b, False) for b in _batches(kind, items, _size(batch_size, kind),
                                                                    stem=lambda it: _stem(it[1]))]
     return plan
 
@@ -131,7 +139,8 @@ def _batch(kind: str, triples: list[tuple[str, Request, str]], mixed: bool) -> B
     return Batch(kind, [(label, r) for label, r, _ in triples], mixed, [k for _, _, k in triples])
 
 
-def plan_mixed(per_variant: Mapping[str, tuple[str, Sequence[Request]]], batch_size: int, store: Store | None = None,
+def plan_mixed(per_variant: Mapping[str, tuple[str, Sequence[Request]]], batch_size: int | Mapping[str, int],
+               store: Store | None = None,
                resume: bool = False, description: str = "requests") -> Plan:
     """The batches run_mixed sends: every variant's requests in batches that mix variants."""
     plan = Plan({label: mkey for label, (mkey, _) in per_variant.items()}, {label: {} for label in per_variant})
@@ -141,7 +150,7 @@ def plan_mixed(per_variant: Mapping[str, tuple[str, Sequence[Request]]], batch_s
         by_kind.setdefault(item[1].kind, []).append(item)
     for kind, items in by_kind.items():
         items.sort(key=lambda it: (_order(it[1]), it[0]))
-        plan.batches += [_batch(kind, b, True) for b in _batches(kind, items, max(1, batch_size),
+        plan.batches += [_batch(kind, b, True) for b in _batches(kind, items, _size(batch_size, kind),
                                                                   stem=lambda it: (it[0], _stem(it[1])))]
     return plan
 
@@ -166,6 +175,13 @@ def record_many(returned: Sequence[tuple[Plan, Batch, list[Answer], str]], store
             store.put_many(mkey, keyed)
 
 
+def planned_sizes(answerer: Any) -> int | dict[str, int]:
+    """The batch sizes a model or session asks the runner for: its batch_size, or per kind where it says so
+    (`batch_sizes`, e.g. hf's continuous batching takes several batches of generate requests per call)."""
+    per_kind = dict(getattr(answerer, "batch_sizes", None) or {})
+    return {"default": int(answerer.batch_size), **per_kind} if per_kind else int(answerer.batch_size)
+
+
 def run_requests(
     model: Model,
     model_key: str,
@@ -178,7 +194,7 @@ def run_requests(
     """Answer every request; returns {request.key(): answer}. Each batch is stored as it finishes."""
     from harness.execute.local import answer_local
 
-    plan = plan_requests(model_key, requests, model.batch_size, store, resume, description)
+    plan = plan_requests(model_key, requests, planned_sizes(model), store, resume, description)
     for kind in dict.fromkeys(b.kind for b in plan.batches):
         if getattr(model, kind, None) is None:
             raise HarnessError(f"model {model.identity.get('base', '?')} cannot answer {kind} requests")
@@ -203,7 +219,7 @@ def run_mixed(
     own variant as its batch finishes."""
     from harness.execute.local import answer_local
 
-    plan = plan_mixed(per_variant, session.batch_size, store, resume, description)
+    plan = plan_mixed(per_variant, planned_sizes(session), store, resume, description)
 
     def ask(batch: Batch) -> tuple[list[Answer], str]:
         return session.answer(batch.kind, batch.items), f"{type(session).__name__}.answer"

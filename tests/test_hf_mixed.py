@@ -56,8 +56,9 @@ def reqs(shared_data: Path) -> dict[str, list[Any]]:
 
 
 def spec(models: dict[str, Path], mix: bool, **kw: Any) -> ModelSpec:
+    options = {"mix_adapters": mix, **kw.pop("options", {})}
     return ModelSpec(model=str(models["base"]), adapters=[str(models[a]) for a in ("a1", "a2", "a3")], with_base=True,
-                     batch_size=kw.pop("batch_size", 8), backend_options={"mix_adapters": mix}, **kw)
+                     batch_size=kw.pop("batch_size", 8), backend_options=options, **kw)
 
 
 def one_at_a_time(models: dict[str, Path], reqs: dict[str, list[Any]], **kw: Any) -> dict[str, dict[str, Any]]:
@@ -174,6 +175,27 @@ def test_shared_prefix_is_computed_once_with_the_same_outputs(models: dict[str, 
     finally:
         session.close()
     assert shared == whole
+
+
+def test_continuous_batching_equals_static_batches(models: dict[str, Path], reqs: dict[str, list[Any]]) -> None:
+    """Rows that stop early (stop strings cut from the base's own outputs) free their slots for the next prompts:
+    the text is what static batches give, greedy and sampled, in batches mixing adapters, with 3 slots for 20 rows."""
+    gen = reqs["generate"][:6]
+    static = HFBackend().open(spec(models, True, options={"continuous_batching": False}))
+    try:
+        base = static.answer("generate", [("base", r) for r in gen])
+        early = [replace(r, stop=(*r.stop, t[len(t) // 4: len(t) // 4 + 3])) for r, [t] in zip(gen, base) if len(t) > 8]
+        sampled = [replace(r, temperature=0.9, n=2, seed=20 + i) for i, r in enumerate(gen[:4])]
+        items = [(label, r) for r in early + sampled + gen for label in ("base", "a2")]
+        expected = static.answer("generate", items)
+    finally:
+        static.close()
+    assert len({len(t) for [t, *_] in expected}) > 3  # the rows do end at different lengths
+    cont = HFBackend().open(spec(models, True, batch_size=3))
+    try:
+        assert cont.answer("generate", items) == expected
+    finally:
+        cont.close()
 
 
 def test_run_cli_mixed_equals_unmixed(models: dict[str, Path], shared_data: Path, tmp_path: Path) -> None:

@@ -134,6 +134,7 @@ class VariantModel:
         self.label = label
         self.identity = identity
         self.batch_size = session.batch_size
+        self.batch_sizes = dict(getattr(session, "batch_sizes", None) or {})
 
     def _ask(self, kind: str, requests: list[Any]) -> list[Any]:
         return self.session.answer(kind, [(self.label, r) for r in requests])

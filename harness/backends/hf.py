@@ -23,6 +23,8 @@ from harness.backends.base import Backend, BackendOption, Model, VariantInfo, Va
 from harness.errors import HarnessError
 from harness.requests import Answer, Request
 
+REFILL = 4  # with continuous batching, a generate call holds this many batches: the rows that refill the slots
+
 
 class HFSession:
     mixes_variants = False
@@ -34,6 +36,9 @@ class HFSession:
         self.spec = spec
         self.batch_size = spec.batch_size
         self.auto = AutoBatch()  # every call is halved and retried on out-of-memory; sizes that fit are remembered
+        # continuous batching refills slots from the requests of one call: give it several batches' worth
+        self.batch_sizes = {"generate": spec.batch_size * REFILL} if spec.backend_options.get(
+            "continuous_batching", True) else {}
         self._any: _AnyOrder | None = None
         self.mixes_variants = False
         n_variants = len(spec.adapters) + (1 if spec.with_base or not spec.adapters else 0)
@@ -218,8 +223,13 @@ class HFBackend(Backend):
     answers = ("generate", "loglikelihood", "classify")
     requires = ("transformers", "peft")
     summary = "transformers + PEFT in process: causal LMs, encoders, image classifiers; bitsandbytes 4/8-bit"
-    options = {"mix_adapters": BackendOption(bool, "Answer a causal LM's variants in mixed batches (PEFT "
-                                             "adapter_names) over one loaded base; false: one variant at a time.", True)}
+    options = {
+        "mix_adapters": BackendOption(bool, "Answer a causal LM's variants in mixed batches (PEFT adapter_names) over "
+                                      "one loaded base; false: one variant at a time.", True),
+        "continuous_batching": BackendOption(bool, "Generate with --batch-size rows in flight, a finished row's slot "
+                                             "refilled at once (the runner hands over 4 batches at a time); false: "
+                                             "static batches that run until their longest row ends.", True),
+    }
 
     def open(self, spec: Any, any_order: bool = False) -> HFSession:
         return HFSession(spec, any_order)

@@ -86,6 +86,7 @@ class SafeModel:
         self.auto = auto
         self.identity = model.identity
         self.batch_size = model.batch_size
+        self.batch_sizes = getattr(model, "batch_sizes", {})
 
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self.inner, name)

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from harness.models import continuous
 from harness.requests import Generate, LogLikelihood
 
 
@@ -60,6 +61,13 @@ class RowSampler:
         self.generators: list[torch.Generator] | None = None
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        picked = self.draw(scores, list(range(len(self.seeds))))
+        out = torch.full_like(scores, float("-inf"))
+        out.scatter_(1, picked[:, None], 0.0)
+        return out
+
+    def draw(self, scores: torch.Tensor, rows: list[int]) -> torch.Tensor:
+        """The next token of each of `rows` (indices into seeds), one draw from each row's generator."""
         if self.generators is None:
             self.generators = [torch.Generator(device=scores.device).manual_seed((seed * 1_000_003 + j) % 2**63)
                                for seed, j in self.seeds]
@@ -74,10 +82,8 @@ class RowSampler:
             drop[:, -1] = False  # always keep the most likely token
             logits = logits.masked_fill(drop.scatter(1, sorted_idx, drop), float("-inf"))
         probs = logits.softmax(dim=-1)
-        picked = torch.stack([torch.multinomial(probs[i], 1, generator=g)[0] for i, g in enumerate(self.generators)])
-        out = torch.full_like(scores, float("-inf"))
-        out.scatter_(1, picked[:, None], 0.0)
-        return out
+        gens = self.generators
+        return torch.stack([torch.multinomial(probs[k], 1, generator=gens[i])[0] for k, i in enumerate(rows)])
 
 
 def _common_prefix(rows: list[list[int]]) -> int:
@@ -105,6 +111,7 @@ class CausalLM:
         self.tokenizer = tokenizer
         self.identity = identity
         self.batch_size = spec.batch_size
+        self.continuous = bool(spec.backend_options.get("continuous_batching", True))
         self.device = spec.device
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
@@ -159,6 +166,15 @@ class CausalLM:
         shared = _common_prefix(rows) if len(rows) > 1 and r0.n // copies == 1 and r0.num_beams == 1 \
             and not r0.no_repeat_ngram_size else 0
         shared = shared if shared >= SHARED_PREFIX_MIN else 0
+        stops = [r.stop for r in reqs for _ in range(copies)]
+        if self.continuous and not shared and r0.num_beams == 1 and r0.n // copies == 1 \
+                and not r0.no_repeat_ngram_size and continuous.supported(self.model):
+            sampler = RowSampler([(r.seed, j) for r in reqs for j in range(copies)], r0.temperature, r0.top_p,
+                                 self._top_k()) if row_sampling else None
+            tokens = continuous.Decoder(self, rows, stops, r0.max_new_tokens, row_adapters, sampler,
+                                        self.batch_size).run()
+            texts = tok.batch_decode(tokens, skip_special_tokens=True)
+            return [[cut_at_stop(t, r.stop) for t in texts[i * r0.n : (i + 1) * r0.n]] for i, r in enumerate(reqs)]
         input_ids, attn = self._pad_after_prefix(rows, shared)
         prompt_len = input_ids.shape[1]
         kwargs: dict[str, Any] = {
@@ -179,8 +195,7 @@ class CausalLM:
         if r0.no_repeat_ngram_size:
             kwargs["no_repeat_ngram_size"] = r0.no_repeat_ngram_size
         if any(r.stop for r in reqs) and r0.num_beams == 1:
-            kwargs["stopping_criteria"] = StoppingCriteriaList(
-                [_StopOnStrings(tok, [r.stop for r in reqs for _ in range(copies)], prompt_len, r0.n // copies)])
+            kwargs["stopping_criteria"] = StoppingCriteriaList([_StopOnStrings(tok, stops, prompt_len, r0.n // copies)])
         if adapters is not None:  # PEFT repeats the names for beams itself, not for returned sequences
             per_row = r0.n // copies if r0.num_beams == 1 else 1
             kwargs["adapter_names"] = [a for a in adapters for _ in range(copies * per_row)]
@@ -211,7 +226,7 @@ class CausalLM:
         names = list(dict.fromkeys(adapters)) if adapters is not None else [""]
         ids = torch.tensor([prefix] * len(names), dtype=torch.long, device=self.device)
         kw: dict[str, Any] = {"adapter_names": names} if adapters is not None else {}
-        if self._forward_kwargs()[1] == "int":  # the prefix's logits are not needed
+        if self._forward_kwargs()[1] is not None:  # the prefix's logits are not needed
             kw["logits_to_keep"] = 1
         res = self.model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=True, **kw)
         cache: Any = res.past_key_values

@@ -1,0 +1,162 @@
+"""Continuous batching for greedy and sampled generation: a finished row's slot takes the next prompt at once.
+
+A static batch runs until its longest row ends, so rows that stop early (a stop string, end of text) leave their
+slots idle. Here at most `slots` rows decode together; when some finish, they leave the KV cache and the next
+prompts are prefilled (left-padded among themselves) and joined to it, their keys and values left-padded to the
+cache's width. Positions come from each row's own mask, so every token sees what it would see alone, and a row's
+text is what the static path gives (greedy: the same argmax; sampled: each sample draws from its own generator).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+# generation_config settings that add logits processors this loop does not apply: with any set, use generate()
+_PROCESSORS = {"repetition_penalty": 1.0, "no_repeat_ngram_size": 0, "bad_words_ids": None, "min_length": 0,
+               "min_new_tokens": None, "forced_bos_token_id": None, "forced_eos_token_id": None,
+               "suppress_tokens": None, "begin_suppress_tokens": None, "sequence_bias": None,
+               "encoder_repetition_penalty": 1.0, "exponential_decay_length_penalty": None}
+
+
+def supported(model: Any) -> bool:
+    """Whether the model's own generation settings leave greedy decoding as a plain argmax, and its KV cache is
+    one full-attention layer list (sliding-window and hybrid caches are not re-shaped here)."""
+    cfg = getattr(model, "generation_config", None)
+    if cfg is not None and not all(getattr(cfg, k, v) in (v, None) for k, v in _PROCESSORS.items()):
+        return False
+    config = getattr(model, "config", None)
+    types = set(getattr(config, "layer_types", None) or ["full_attention"])
+    return not getattr(config, "sliding_window", None) and types == {"full_attention"} \
+        and not getattr(config, "is_encoder_decoder", False)
+
+
+@dataclass
+class _Row:
+    index: int
+    tokens: list[int] = field(default_factory=list)  # generated so far
+
+
+class Decoder:
+    """One group of rows with the same settings, decoded `slots` at a time."""
+
+    def __init__(self, lm: Any, rows: list[list[int]], stops: list[tuple[str, ...]], max_new_tokens: int,
+                 adapters: list[str] | None, sampler: Any | None, slots: int) -> None:
+        self.lm, self.rows, self.stops, self.max_new = lm, rows, stops, max_new_tokens
+        self.adapters, self.sampler, self.slots = adapters, sampler, max(1, slots)
+        self.eos = lm.tokenizer.eos_token_id
+        self.window = max((len(s) for row in stops for s in row), default=0) + 8
+        self.cache: Any = None
+        self.mask = torch.zeros((0, 0), dtype=torch.long)
+        self.active: list[_Row] = []
+        self.pos = torch.zeros(0, dtype=torch.long)  # next position of each active row
+        self.last = torch.zeros(0, dtype=torch.long)  # last token of each active row
+        self.done: dict[int, list[int]] = {}
+
+    def run(self) -> list[list[int]]:
+        pending = deque(range(len(self.rows)))
+        while pending or self.active:
+            free = self.slots - len(self.active)
+            # prompts join in groups (half the slots at least): each prefill is a forward of its own
+            if pending and free > 0 and (not self.active or free >= min(len(pending), max(1, self.slots // 2))):
+                self._admit([pending.popleft() for _ in range(min(self.slots - len(self.active), len(pending)))])
+            else:
+                self._step()
+        return [self.done[i] for i in range(len(self.rows))]
+
+    # --- model calls --------------------------------------------------------------------------------------------
+    def _forward(self, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor, names: list[str] | None,
+                 cache: Any) -> Any:
+        kw: dict[str, Any] = {"adapter_names": names} if names is not None else {}
+        if cache is not None:
+            kw[self.lm._forward_kwargs()[0]] = cache
+        if self.lm._forward_kwargs()[1] is not None:  # only the last position's logits are needed
+            kw["logits_to_keep"] = 1
+        dev = self.lm.device
+        return self.lm.model(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev),
+                             use_cache=True, **kw)
+
+    def _names(self, rows: list[_Row]) -> list[str] | None:
+        return [self.adapters[r.index] for r in rows] if self.adapters is not None else None
+
+    def _pick(self, logits: torch.Tensor, rows: list[_Row]) -> torch.Tensor:
+        scores = logits[:, -1, :].float()
+        if self.sampler is None:
+            return scores.argmax(-1).cpu()
+        return self.sampler.draw(scores, [r.index for r in rows]).cpu()
+
+    def _admit(self, new: list[int]) -> None:
+        """Prefill the prompts of rows `new` (left-padded together) and join them to the running batch."""
+        pad = self.lm.tokenizer.pad_token_id or 0
+        width = max(len(self.rows[i]) for i in new)
+        ids = torch.full((len(new), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(new), width), dtype=torch.long)
+        for k, i in enumerate(new):
+            ids[k, width - len(self.rows[i]):] = torch.tensor(self.rows[i], dtype=torch.long)
+            mask[k, width - len(self.rows[i]):] = 1
+        pos = (mask.cumsum(1) - 1).clamp(min=0)
+        rows = [_Row(i) for i in new]
+        res = self._forward(ids, mask, pos, self._names(rows), None)
+        self._join(res.past_key_values, mask, rows, pos[:, -1] + 1)
+        self._advance(rows, self._pick(res.logits, rows), offset=len(self.active) - len(rows))
+
+    def _step(self) -> None:
+        mask = torch.cat([self.mask, torch.ones((len(self.active), 1), dtype=torch.long)], dim=1)
+        res = self._forward(self.last[:, None], mask, self.pos[:, None], self._names(self.active), self.cache)
+        self.cache, self.mask, self.pos = res.past_key_values, mask, self.pos + 1
+        self._advance(self.active, self._pick(res.logits, self.active), offset=0)
+
+    # --- bookkeeping --------------------------------------------------------------------------------------------
+    def _advance(self, rows: list[_Row], picked: torch.Tensor, offset: int) -> None:
+        """Append each row's new token; rows that are done leave the batch."""
+        tok = self.lm.tokenizer
+        keep: list[int] = []
+        for k, (row, t) in enumerate(zip(rows, picked.tolist())):
+            row.tokens.append(int(t))
+            stops = self.stops[row.index]
+            finished = len(row.tokens) >= self.max_new or t == self.eos or bool(stops) and any(
+                s in tok.decode(row.tokens[-self.window:], skip_special_tokens=True) for s in stops)
+            if finished:
+                self.done[row.index] = row.tokens
+            else:
+                keep.append(offset + k)
+            self.last[offset + k] = int(t)
+        n = len(self.active)
+        survivors = [j for j in range(n) if j < offset or j in set(keep)]
+        if len(survivors) < n:
+            self._select(survivors)
+
+    def _select(self, survivors: list[int]) -> None:
+        self.active = [self.active[j] for j in survivors]
+        self.pos, self.last, self.mask = self.pos[survivors], self.last[survivors], self.mask[survivors]
+        if not self.active:
+            self.cache, self.mask = None, torch.zeros((0, 0), dtype=torch.long)
+            return
+        self.cache.batch_select_indices(torch.tensor(survivors, device=self.lm.device))
+        first = int(self.mask.any(0).int().argmax())  # columns no remaining row attends to are dropped
+        if first > 0:
+            self.mask = self.mask[:, first:]
+            for layer in self.cache.layers:
+                layer.keys, layer.values = layer.keys[:, :, first:], layer.values[:, :, first:]
+
+    def _join(self, cache: Any, mask: torch.Tensor, rows: list[_Row], pos: torch.Tensor) -> None:
+        self.last = torch.cat([self.last, torch.zeros(len(rows), dtype=torch.long)])
+        self.pos = torch.cat([self.pos, pos])
+        self.active += rows
+        if self.cache is None:
+            self.cache, self.mask = cache, mask
+            return
+        width = max(self.mask.shape[1], mask.shape[1])
+
+        def left(t: torch.Tensor, n: int) -> torch.Tensor:
+            return torch.nn.functional.pad(t, (0, 0, n, 0)) if n else t
+
+        for old, new in zip(self.cache.layers, cache.layers):
+            a, b = width - old.keys.shape[2], width - new.keys.shape[2]
+            old.keys = torch.cat([left(old.keys, a), left(new.keys, b)])
+            old.values = torch.cat([left(old.values, a), left(new.values, b)])
+        self.mask = torch.cat([torch.nn.functional.pad(self.mask, (width - self.mask.shape[1], 0)),
+                               torch.nn.functional.pad(mask, (width - mask.shape[1], 0))])
