@@ -161,7 +161,14 @@ def test_loglikelihood_edge_cases_match_hflm(tiny_llama: Path, batch_size: int, 
     model = AutoModelForCausalLM.from_pretrained(tiny_llama).eval()
     tok = AutoTokenizer.from_pretrained(tiny_llama)
     ours = CausalLM(model, tok, {"base": "tiny"}, ModelSpec(model=str(tiny_llama), batch_size=batch_size))
-    assert ours._forward_kwargs()[1] == "mask"  # Llama's code uses slice_logits_to_keep
+    import inspect
+
+    detected = ours._forward_kwargs()[1]
+    # transformers >= 5.20's Llama slices logits with slice_logits_to_keep (a boolean mask works); older, an int only
+    uses_helper = "slice_logits_to_keep(" in inspect.getsource(type(model).forward)
+    assert detected == ("mask" if uses_helper else "int")
+    if keep_mode == "mask" and detected != "mask":
+        pytest.skip("this transformers' Llama takes only an int logits_to_keep (no boolean-mask mode to test)")
     ours._fwd = (ours._fwd[0], keep_mode)
     q = "Question: Tom has 3 apples. How many apples?\nAnswer:"
     long = " ".join(["Tom has 3 apples and gets 4 more."] * 80)  # longer than the 512 positions: left-truncated
