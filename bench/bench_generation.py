@@ -3,10 +3,13 @@
 All three answer lm-eval's gsm8k prompts (its YAML, its few-shot sampler and seed, its stop strings) for the first
 --rows rows of the real GSM8K test split (a local YAML points lm-eval's gsm8k at ../shared/data/gsm8k); the harness
 sides go through the `lm-eval:` bridge task and the runner, as `harness run --tasks lm-eval:...` would. The model is
-a 124M GPT-2-shaped random model with the real GPT-2 BPE. Two workloads:
+a 124M GPT-2-shaped random model with the real GPT-2 BPE. Four workloads:
 
   prefill: 5-shot, 64 new tokens (prompts of ~900 tokens: prompt processing dominates)
   decode:  0-shot, 128 new tokens, batch 16 (short prompts: token-by-token decoding dominates)
+  cot:     lm-eval's gsm8k_cot: the same 8 exemplars before every question, 64 new tokens, batch 8
+  early:   0-shot, 128 new tokens, batch 16, stopping at the first "." or "," as well: a random model's rows then
+           end at scattered lengths, as a trained model's answers do
 
 Each side runs in its own subprocess and loads its model (or starts its engine) once, timed apart from the
 workloads. Printed per workload: prompt and new tokens, seconds, new tokens/s, the ratios of the three, and how many
@@ -56,28 +59,33 @@ def build_model(path: Path) -> Path:
     return path
 
 
-def workloads(quick: bool) -> dict[str, dict[str, int]]:
-    return {"prefill": {"fewshot": 5, "max_new": 16 if quick else 64, "batch": 8},
-            "decode": {"fewshot": 0, "max_new": 32 if quick else 128, "batch": 16}}
+def workloads(quick: bool) -> dict[str, dict[str, Any]]:
+    until = ["Question:", "</s>", "<|im_end|>"]
+    return {"prefill": {"fewshot": 5, "max_new": 16 if quick else 64, "batch": 8, "yaml": "gsm8k.yaml", "until": until},
+            "decode": {"fewshot": 0, "max_new": 32 if quick else 128, "batch": 16, "yaml": "gsm8k.yaml", "until": until},
+            "cot": {"fewshot": 8, "max_new": 16 if quick else 64, "batch": 8, "yaml": "gsm8k-cot.yaml",
+                    "until": ["Q:", "</s>", "<|im_end|>"]},
+            "early": {"fewshot": 0, "max_new": 32 if quick else 128, "batch": 16, "yaml": "gsm8k.yaml",
+                      "until": until + [".", ","]}}
 
 
-def write_yamls(ydir: Path, loads: dict[str, dict[str, int]]) -> None:
-    """One lm-eval task per workload: lm-eval's gsm8k YAML, its data read from ../shared/data/gsm8k."""
+def write_yamls(ydir: Path, loads: dict[str, dict[str, Any]]) -> None:
+    """One lm-eval task per workload: lm-eval's gsm8k (or gsm8k_cot) YAML, its data read from ../shared/data/gsm8k."""
     import lm_eval
 
-    gsm8k = Path(lm_eval.__file__).parent / "tasks" / "gsm8k" / "gsm8k.yaml"
+    tasks = Path(lm_eval.__file__).parent / "tasks" / "gsm8k"
     ydir.mkdir(parents=True, exist_ok=True)
     for name, w in loads.items():
         (ydir / f"{name}.yaml").write_text(
-            f"include: {gsm8k}\ntag: []\ntask: bench_gsm8k_{name}\ndataset_path: json\ndataset_name: null\n"
+            f"include: {tasks / w['yaml']}\ntag: []\ntask: bench_gsm8k_{name}\ndataset_path: json\ndataset_name: null\n"
             f"dataset_kwargs:\n  data_files:\n    train: {SHARED / 'gsm8k' / 'train.jsonl'}\n"
             f"    test: {SHARED / 'gsm8k' / 'test.jsonl'}\nnum_fewshot: {w['fewshot']}\n"
-            "generation_kwargs:\n  until: [\"Question:\", \"</s>\", \"<|im_end|>\"]\n  do_sample: false\n"
+            f"generation_kwargs:\n  until: {json.dumps(w['until'])}\n  do_sample: false\n"
             f"  temperature: 0.0\n  max_gen_toks: {w['max_new']}\n")
 
 
 # --- the three sides, each in a fresh subprocess ----------------------------------------------------------------------
-def run_lm_eval(a: argparse.Namespace, loads: dict[str, dict[str, int]]) -> dict[str, Any]:
+def run_lm_eval(a: argparse.Namespace, loads: dict[str, dict[str, Any]]) -> dict[str, Any]:
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
@@ -98,7 +106,7 @@ def run_lm_eval(a: argparse.Namespace, loads: dict[str, dict[str, int]]) -> dict
     return out
 
 
-def run_harness(a: argparse.Namespace, loads: dict[str, dict[str, int]]) -> dict[str, Any]:
+def run_harness(a: argparse.Namespace, loads: dict[str, dict[str, Any]]) -> dict[str, Any]:
     from harness.backends import get_backend
     from harness.models.loading import ModelSpec, model_key
     from harness.registry import make_tasks
@@ -120,7 +128,7 @@ def run_harness(a: argparse.Namespace, loads: dict[str, dict[str, int]]) -> dict
                 answers = run_mixed(session, {v.label: (model_key(v.identity), reqs)}, quiet=True)[v.label]
             else:
                 model = session.model_for(v.label)
-                model.batch_size = w["batch"]
+                model.batch_size = w["batch"]  # hf: the rows in flight (continuous batching refills them)
                 answers = run_requests(model, model_key(v.identity), reqs, quiet=True)
             for d in docs:
                 task.score(d, [answers[r.key()] for r in task.requests(d, CAUSAL)], CAUSAL)
@@ -146,7 +154,7 @@ def child(a: argparse.Namespace) -> None:
         import harness.models.loading  # noqa: F401
     if a.side == "vllm":
         import vllm  # noqa: F401
-    loads = workloads(a.quick)
+    loads = chosen(a)
     result = run_lm_eval(a, loads) if a.side == "lm-eval" else run_harness(a, loads)
     Path(a.result).write_text(json.dumps(result))
 
@@ -154,7 +162,8 @@ def child(a: argparse.Namespace) -> None:
 def spawn(side: str, a: argparse.Namespace, model: Path, ydir: Path, work: Path) -> dict[str, Any]:
     result = work / f"{side}.json"
     cmd = [sys.executable, __file__, "--child", side, "--model", str(model), "--yaml", str(ydir), "--rows", str(a.rows),
-           "--device", a.device, "--threads", str(a.threads), "--result", str(result)] + (["--quick"] if a.quick else [])
+           "--device", a.device, "--threads", str(a.threads), "--result", str(result), "--workloads", a.workloads] + \
+        (["--quick"] if a.quick else [])
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
            "OMP_NUM_THREADS": str(a.threads)}
     # vLLM's CPU worker binds one OpenMP thread per core it is given; leave it as many as the torch sides get
@@ -180,15 +189,21 @@ def count_tokens(model: Path, run: dict[str, Any], max_new: int) -> tuple[int, i
     return prompt, new
 
 
-def report(results: dict[str, dict[str, Any]], model: Path, a: argparse.Namespace) -> None:
+def chosen(a: argparse.Namespace) -> dict[str, dict[str, Any]]:
     loads = workloads(a.quick)
+    return {n: loads[n] for n in a.workloads.split(",")}
+
+
+def report(results: dict[str, dict[str, Any]], model: Path, a: argparse.Namespace) -> None:
+    loads = chosen(a)
     print(f"\ngeneration bench: lm-eval gsm8k prompts, first {a.rows} rows of the GSM8K test split; 124M GPT-2 shape, "
           f"real GPT-2 BPE; --device {a.device}; {a.threads} compute thread(s) per side")
     print("start (model load / engine start, not in the workloads): " +
           ", ".join(f"{s} {results[s]['start_s']:.1f}s" for s in SIDES))
     print(f"vllm engine: {json.dumps(results['vllm'].get('engine', {}))}")
     for name, w in loads.items():
-        print(f"\n{name}: {w['fewshot']}-shot, {w['max_new']} new tokens, batch {w['batch']}")
+        print(f"\n{name}: {w['yaml']}, {w['fewshot']}-shot, {w['max_new']} new tokens, batch {w['batch']}, "
+              f"stop at {w['until']}")
         print(f"  {'side':9}{'prompt tok':>11}{'new tok':>9}{'seconds':>9}{'new tok/s':>11}{'all tok/s':>11}"
               f"{'same as lm-eval':>17}")
         rate = {}
@@ -215,6 +230,7 @@ def main() -> None:
     p.add_argument("--device", default="cpu", help="cpu or cuda (every side)")
     p.add_argument("--threads", type=int, default=1, help="torch threads of the hf sides; cores vLLM's CPU worker gets")
     p.add_argument("--model-dir", type=Path, default=Path(tempfile.gettempdir()) / "harness-bench-gpt2-124m")
+    p.add_argument("--workloads", default="prefill,decode,cot,early", help="which of the four to run")
     p.add_argument("--child", choices=SIDES, help=argparse.SUPPRESS)
     for hidden in ("--model", "--yaml", "--result"):
         p.add_argument(hidden, help=argparse.SUPPRESS)
@@ -228,7 +244,7 @@ def main() -> None:
     model = build_model(a.model_dir)
     with tempfile.TemporaryDirectory(prefix="bench-generation-") as tmp:
         work = Path(tmp)
-        write_yamls(work / "yaml", workloads(a.quick))
+        write_yamls(work / "yaml", chosen(a))
         results = {s: spawn(s, a, model, work / "yaml", work) for s in SIDES}
     report(results, model, a)
 

@@ -23,8 +23,6 @@ from harness.backends.base import Backend, BackendOption, Model, VariantInfo, Va
 from harness.errors import HarnessError
 from harness.requests import Answer, Request
 
-REFILL = 4  # with continuous batching, a generate call holds this many batches: the rows that refill the slots
-
 
 class HFSession:
     mixes_variants = False
@@ -34,11 +32,8 @@ class HFSession:
         from harness.models.loading import adapter_identity, iter_variants, variant_labels
 
         self.spec = spec
-        self.batch_size = spec.batch_size
+        self._batch_size = spec.batch_size
         self.auto = AutoBatch()  # every call is halved and retried on out-of-memory; sizes that fit are remembered
-        # continuous batching refills slots from the requests of one call: give it several batches' worth
-        self.batch_sizes = {"generate": spec.batch_size * REFILL} if spec.backend_options.get(
-            "continuous_batching", True) else {}
         self._any: _AnyOrder | None = None
         self.mixes_variants = False
         n_variants = len(spec.adapters) + (1 if spec.with_base or not spec.adapters else 0)
@@ -64,6 +59,24 @@ class HFSession:
         if n_variants > 1 and self.unmixed is not None and self.unmixed != "turned off":
             print(f"note: hf answers the {n_variants} variants one at a time, not in mixed batches: {self.unmixed}",
                   file=sys.stderr)
+
+    @property
+    def batch_size(self) -> int:
+        return self._batch_size
+
+    @batch_size.setter
+    def batch_size(self, n: int) -> None:  # the mixed batches' model slots follow (continuous batching)
+        self._batch_size = n
+        if self._any is not None and self._any.mixed is not None:
+            self._any.mixed.batch_size = n
+
+    @property
+    def batch_sizes(self) -> dict[str, int]:
+        """Per kind, what the runner should hand over per call (continuous batching refills from several batches)."""
+        from harness.models.causal import REFILL
+
+        on = self.mixes_variants and self.spec.backend_options.get("continuous_batching", True)
+        return {"generate": self._batch_size * REFILL} if on else {}
 
     def model_for(self, label: str) -> Model:
         """The variant's model; in any-order mode it is also made the active one (answer its batches before asking

@@ -85,8 +85,18 @@ class SafeModel:
         self.inner = model
         self.auto = auto
         self.identity = model.identity
-        self.batch_size = model.batch_size
-        self.batch_sizes = getattr(model, "batch_sizes", {})
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.inner.batch_size)
+
+    @batch_size.setter
+    def batch_size(self, n: int) -> None:
+        self.inner.batch_size = n
+
+    @property
+    def batch_sizes(self) -> dict[str, int]:
+        return dict(getattr(self.inner, "batch_sizes", None) or {})
 
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self.inner, name)

@@ -98,6 +98,7 @@ def _common_prefix(rows: list[list[int]]) -> int:
     return max(0, n)
 
 
+REFILL = 4  # with continuous batching, a generate call holds this many batches: the rows that refill the slots
 SHARED_PREFIX_MIN = 16  # tokens: a shorter shared prefix (a "Question:" header) is not worth a forward of its own
 MIN_SHARED = 4  # tokens: a shorter common prefix (e.g. "Question:") is not worth a second forward
 FORWARD_OVERHEAD = 16  # a model call costs about as much as this many tokens (reading every weight once; measured on CPU)
@@ -117,6 +118,12 @@ class CausalLM:
             tokenizer.pad_token = tokenizer.eos_token
         self.max_length = int(getattr(model.config, "max_position_embeddings", None)
                               or getattr(model.config, "n_positions", None) or 2048)
+
+    @property
+    def batch_sizes(self) -> dict[str, int]:
+        """What the runner hands over per call: with continuous batching, several batches of generate requests,
+        the rows that refill finished slots (the batch size itself is the rows in flight)."""
+        return {"generate": self.batch_size * REFILL} if self.continuous else {}
 
     # --- prompts ------------------------------------------------------------------------
     def render(self, prompt: str | tuple[tuple[str, str], ...]) -> str:
