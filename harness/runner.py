@@ -202,7 +202,7 @@ def run_requests(
     def ask(batch: Batch) -> tuple[list[Answer], str]:
         return getattr(model, batch.kind)(batch.requests), f"{type(model).__name__}.{batch.kind}"
 
-    answer_local(ask, [plan], store, quiet, description)
+    answer_local(ask, [plan], store, quiet, description, status=getattr(model, "status", None))
     return plan.answers["model"]
 
 
@@ -224,5 +224,5 @@ def run_mixed(
     def ask(batch: Batch) -> tuple[list[Answer], str]:
         return session.answer(batch.kind, batch.items), f"{type(session).__name__}.answer"
 
-    answer_local(ask, [plan], store, quiet, description)
+    answer_local(ask, [plan], store, quiet, description, status=getattr(session, "status", None))
     return plan.answers

@@ -14,9 +14,10 @@ from harness.store import Store
 Ask = Callable[[Batch], tuple[list[Answer], str]]
 
 
-def answer_local(ask: Ask, plans: Sequence[Plan], store: Store | None, quiet: bool, description: str) -> None:
-    """Every batch of every plan, in plan order, under one progress bar."""
-    with progress_bar(description, total=sum(p.todo for p in plans), quiet=quiet) as advance:
+def answer_local(ask: Ask, plans: Sequence[Plan], store: Store | None, quiet: bool, description: str,
+                 status: Callable[[], str] | None = None) -> None:
+    """Every batch of every plan, in plan order, under one progress bar (with the answerer's status, if any)."""
+    with progress_bar(description, total=sum(p.todo for p in plans), quiet=quiet, status=status) as advance:
         for plan in plans:
             for batch in plan.batches:
                 out, who = ask(batch)
