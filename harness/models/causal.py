@@ -151,9 +151,12 @@ class CausalLM:
         order = sorted(range(len(requests)), key=settings)
         for _, group in groupby(order, key=settings):
             idx = list(group)  # beam sampling has no per-row generator: one prompt per call, under its seed
-            names = [adapters[i] for i in idx] if adapters is not None else None
-            for i, texts in zip(idx, self._generate_batch([requests[i] for i in idx], names)):
-                out[i] = texts
+            # continuous batching keeps batch_size rows in flight itself; static batches are batch_size requests
+            step = len(idx) if self._continuous(requests[idx[0]]) else max(1, self.batch_size)
+            for part in (idx[k : k + step] for k in range(0, len(idx), step)):
+                names = [adapters[i] for i in part] if adapters is not None else None
+                for i, texts in zip(part, self._generate_batch([requests[i] for i in part], names)):
+                    out[i] = texts
         return [o or [] for o in out]
 
     def _generate_batch(self, reqs: list[Generate], adapters: list[str] | None = None) -> list[list[str]]:
@@ -174,12 +177,12 @@ class CausalLM:
             and not r0.no_repeat_ngram_size else 0
         shared = shared if shared >= SHARED_PREFIX_MIN else 0
         stops = [r.stop for r in reqs for _ in range(copies)]
-        if self.continuous and not shared and r0.num_beams == 1 and r0.n // copies == 1 \
-                and not r0.no_repeat_ngram_size and continuous.supported(self.model):
+        if self._continuous(r0):
             sampler = RowSampler([(r.seed, j) for r in reqs for j in range(copies)], r0.temperature, r0.top_p,
                                  self._top_k()) if row_sampling else None
+            prefix = (rows[0][:shared], self._prefix_cache(rows[0][:shared], row_adapters, len(rows))) if shared else None
             tokens = continuous.Decoder(self, rows, stops, r0.max_new_tokens, row_adapters, sampler,
-                                        self.batch_size).run()
+                                        self.batch_size, prefix).run()
             texts = tok.batch_decode(tokens, skip_special_tokens=True)
             return [[cut_at_stop(t, r.stop) for t in texts[i * r0.n : (i + 1) * r0.n]] for i, r in enumerate(reqs)]
         input_ids, attn = self._pad_after_prefix(rows, shared)
@@ -207,7 +210,9 @@ class CausalLM:
             per_row = r0.n // copies if r0.num_beams == 1 else 1
             kwargs["adapter_names"] = [a for a in adapters for _ in range(copies * per_row)]
         if shared:
-            kwargs[self._forward_kwargs()[0]] = self._prefix_cache(rows[0][:shared], row_adapters, len(rows))
+            cache, index = self._prefix_cache(rows[0][:shared], row_adapters, len(rows))
+            cache.batch_select_indices(torch.tensor(index, device=self.device))
+            kwargs[self._forward_kwargs()[0]] = cache
         gen = self.model.generate(input_ids=input_ids, attention_mask=attn, **kwargs)
         texts = tok.batch_decode(gen[:, prompt_len:], skip_special_tokens=True)
         return [[cut_at_stop(t, r.stop) for t in texts[i * r0.n : (i + 1) * r0.n]] for i, r in enumerate(reqs)]
@@ -228,18 +233,22 @@ class CausalLM:
                 mask[i, shared + width - len(own):] = 1
         return ids.to(self.device), mask.to(self.device)
 
-    def _prefix_cache(self, prefix: list[int], adapters: list[str] | None, n_rows: int) -> Any:
-        """The KV cache of `prefix`, one forward per distinct adapter, then one cache row per batch row."""
+    def _prefix_cache(self, prefix: list[int], adapters: list[str] | None, n_rows: int) -> tuple[Any, list[int]]:
+        """The KV cache of `prefix`, one forward and one cache row per distinct adapter, and which of its rows each
+        of the n_rows batch rows takes."""
         names = list(dict.fromkeys(adapters)) if adapters is not None else [""]
         ids = torch.tensor([prefix] * len(names), dtype=torch.long, device=self.device)
         kw: dict[str, Any] = {"adapter_names": names} if adapters is not None else {}
         if self._forward_kwargs()[1] is not None:  # the prefix's logits are not needed
             kw["logits_to_keep"] = 1
         res = self.model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=True, **kw)
-        cache: Any = res.past_key_values
-        rows = [names.index(a) for a in adapters] if adapters is not None else [0] * n_rows
-        cache.batch_select_indices(torch.tensor(rows, device=self.device))
-        return cache
+        return res.past_key_values, [names.index(a) for a in adapters] if adapters is not None else [0] * n_rows
+
+    def _continuous(self, r: Generate) -> bool:
+        """Whether requests like r are generated with continuous batching (greedy or per-row sampling, one
+        sequence per row, nothing that needs generate()'s own processors)."""
+        return self.continuous and r.num_beams == 1 and (r.temperature > 0 or r.n == 1) \
+            and not r.no_repeat_ngram_size and continuous.supported(self.model)
 
     def _top_k(self) -> int:
         """The model's generation_config top_k (transformers' default 50), which sampling here has always applied."""

@@ -9,6 +9,7 @@ text is what the static path gives (greedy: the same argmax; sampled: each sampl
 
 from __future__ import annotations
 
+import copy
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,8 +45,12 @@ class Decoder:
     """One group of rows with the same settings, decoded `slots` at a time."""
 
     def __init__(self, lm: Any, rows: list[list[int]], stops: list[tuple[str, ...]], max_new_tokens: int,
-                 adapters: list[str] | None, sampler: Any | None, slots: int) -> None:
+                 adapters: list[str] | None, sampler: Any | None, slots: int,
+                 prefix: tuple[list[int], tuple[Any, list[int]]] | None = None) -> None:
+        """`prefix`: (tokens every row starts with, (their KV cache, the cache row each of `rows` takes)):
+        admitted rows then prefill only what follows it."""
         self.lm, self.rows, self.stops, self.max_new = lm, rows, stops, max_new_tokens
+        self.prefix = prefix
         self.adapters, self.sampler, self.slots = adapters, sampler, max(1, slots)
         self.eos = lm.tokenizer.eos_token_id
         self.window = max((len(s) for row in stops for s in row), default=0) + 8
@@ -91,15 +96,22 @@ class Decoder:
     def _admit(self, new: list[int]) -> None:
         """Prefill the prompts of rows `new` (left-padded together) and join them to the running batch."""
         pad = self.lm.tokenizer.pad_token_id or 0
-        width = max(len(self.rows[i]) for i in new)
+        p = len(self.prefix[0]) if self.prefix is not None else 0
+        width = max(len(self.rows[i]) for i in new) - p
         ids = torch.full((len(new), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(new), width), dtype=torch.long)
+        mask = torch.zeros((len(new), p + width), dtype=torch.long)
+        mask[:, :p] = 1
         for k, i in enumerate(new):
-            ids[k, width - len(self.rows[i]):] = torch.tensor(self.rows[i], dtype=torch.long)
-            mask[k, width - len(self.rows[i]):] = 1
-        pos = (mask.cumsum(1) - 1).clamp(min=0)
+            own = self.rows[i][p:]
+            ids[k, width - len(own):] = torch.tensor(own, dtype=torch.long)
+            mask[k, p + width - len(own):] = 1
+        pos = ((mask.cumsum(1) - 1).clamp(min=0))[:, p:]
         rows = [_Row(i) for i in new]
-        res = self._forward(ids, mask, pos, self._names(rows), None)
+        cache = None
+        if self.prefix is not None:  # the shared tokens' keys and values, one copy per admitted row
+            cache = copy.deepcopy(self.prefix[1][0])
+            cache.batch_select_indices(torch.tensor([self.prefix[1][1][i] for i in new], device=self.lm.device))
+        res = self._forward(ids, mask, pos, self._names(rows), cache)
         self._join(res.past_key_values, mask, rows, pos[:, -1] + 1)
         self._advance(rows, self._pick(res.logits, rows), offset=len(self.active) - len(rows))
 
