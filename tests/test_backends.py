@@ -59,5 +59,5 @@ def test_results_record_the_backend(cli, tiny_gpt2: Path, gsm8k_data: Path, tmp_
         "2", "--backend", "hf", "-o", str(out), "--run-name", "b", "-q", check=True)
     res = read_results(out / "b" / "results.json")
     assert res["backend"]["name"] == "hf" and "transformers" in res["backend"]
-    assert res["backend"]["options"] == {"mix_adapters": True}
+    assert res["backend"]["options"] == {"mix_adapters": True, "continuous_batching": True}
     assert res["model"]["backend"] == "hf"

@@ -56,6 +56,7 @@ class HFSession:
         paths: list[str | None] = ([None] if has_base else []) + list(spec.adapters)
         self.variants = [VariantInfo(label, dict(base) if p is None else {**base, **adapter_identity(p)}, p)
                          for label, p in zip(variant_labels(spec), paths)]
+        self.batch_size = spec.batch_size  # mixed: the model's rows in flight are --batch-size per variant
         if n_variants > 1 and self.unmixed is not None and self.unmixed != "turned off":
             print(f"note: hf answers the {n_variants} variants one at a time, not in mixed batches: {self.unmixed}",
                   file=sys.stderr)
@@ -67,16 +68,20 @@ class HFSession:
     @batch_size.setter
     def batch_size(self, n: int) -> None:  # the mixed batches' model slots follow (continuous batching)
         self._batch_size = n
-        if self._any is not None and self._any.mixed is not None:
-            self._any.mixed.batch_size = n
+        if self.mixes_variants and self._any is not None and self._any.mixed is not None:
+            self._any.mixed.batch_size = n * len(self.variants)
 
     @property
     def batch_sizes(self) -> dict[str, int]:
-        """Per kind, what the runner should hand over per call (continuous batching refills from several batches)."""
+        """Per kind, what the runner hands over per call. Mixed batches hold --batch-size rows of every variant
+        (a prompt's rows for all adapters share one forward), and continuous batching refills from several."""
         from harness.models.causal import REFILL
 
-        on = self.mixes_variants and self.spec.backend_options.get("continuous_batching", True)
-        return {"generate": self._batch_size * REFILL} if on else {}
+        if not self.mixes_variants:
+            return {}
+        rows = self._batch_size * len(self.variants)
+        on = self.spec.backend_options.get("continuous_batching", True)
+        return {"default": rows, "generate": rows * REFILL if on else rows}
 
     def model_for(self, label: str) -> Model:
         """The variant's model; in any-order mode it is also made the active one (answer its batches before asking
