@@ -311,7 +311,8 @@ def results_record(spec: RunSpec, v: VariantInfo, engine: dict[str, Any], tasks_
     }
 
 
-def plan_run(variants: list[VariantInfo], mixes: bool, batch_size: int, kind: str, loaded: list[tuple[Task, list[Doc], str]],
+def plan_run(variants: list[VariantInfo], mixes: bool, batch_size: int | dict[str, int], kind: str,
+             loaded: list[tuple[Task, list[Doc], str]],
              store: Store, spec: RunSpec) -> list[tuple[list[str], int, list[list[Request]], Plan]]:
     """Every (variants, task) of the run planned up front, with the batches a one-process run would send:
     [(labels, index into loaded, per-doc requests, plan)]."""
@@ -344,7 +345,7 @@ def run_on_ray(spec: RunSpec, run_dirs: dict[str, Path], loaded: list[tuple[Task
         check_honoured(spec.task_cfg, loaded, ModelInfo(info.kind))
         store = Store.open(spec.output_dir / ".store.sqlite", spec.resume)
         try:
-            jobs = plan_run(info.variants, info.mixes_variants, info.batch_size, info.kind, loaded, store, spec)
+            jobs = plan_run(info.variants, info.mixes_variants, info.batch_sizes, info.kind, loaded, store, spec)
             t0 = time.time()
             ex.answer([plan for *_, plan in jobs], store, f"{len(info.variants)} variant(s) · {len(loaded)} task(s) on ray")
             outs: dict[str, dict[str, Any]] = {v.label: {} for v in info.variants}

@@ -26,7 +26,7 @@ from harness.backends.base import VariantInfo
 from harness.errors import HarnessError
 from harness.models.loading import ModelSpec, model_key
 from harness.requests import Answer
-from harness.runner import Batch, Plan, record_many
+from harness.runner import Batch, Plan, planned_sizes, record_many
 from harness.store import Store
 
 IN_FLIGHT = 2  # batches per replica: one answering, one waiting, so a replica does not idle for the driver
@@ -66,7 +66,7 @@ class ReplicaInfo:
     variants: list[VariantInfo]
     engine: dict[str, Any]
     mixes_variants: bool
-    batch_size: int
+    batch_sizes: int | dict[str, int]  # what the runner hands over per call, as a one-process run plans it
 
 
 def _import_ray() -> Any:
@@ -110,7 +110,7 @@ class Replica:
                                "gpus": [str(g) for g in ray.get_gpu_ids()]}
         s = self.session
         if s is not None:
-            out["info"] = ReplicaInfo(s.kind, list(s.variants), s.describe(), bool(s.mixes_variants), int(s.batch_size))
+            out["info"] = ReplicaInfo(s.kind, list(s.variants), s.describe(), bool(s.mixes_variants), _sizes(s))
         return out
 
     def answer(self, batch: Batch) -> list[Answer]:
@@ -131,6 +131,14 @@ class Replica:
     def report(self) -> dict[str, Any]:
         """Batches answered and seconds spent answering them (wall and CPU), for results.json and the bench."""
         return {"node": self.node, "pid": os.getpid(), **{k: round(v, 3) for k, v in self.stats.items()}}
+
+
+def _sizes(session: Any) -> int | dict[str, int]:
+    """The batch sizes a one-process run would plan with (the session's when it mixes variants, else its models'),
+    so the driver's batches, and with them every answer, are the same as that run's."""
+    if session.mixes_variants:
+        return planned_sizes(session)
+    return planned_sizes(session.model_for(session.variants[0].label))
 
 
 def _open_any_order(spec: ModelSpec) -> Any:
