@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -53,6 +54,18 @@ def gpt2_bpe(shared_data: Path):  # noqa: ANN201 - a PreTrainedTokenizerFast
     from harness.testing.tiny import gpt2_tokenizer
 
     return gpt2_tokenizer(shared_data / "gpt2-bpe" / "lora-vocab")
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """One torch thread for a module's in-process models: two OpenMP threads fighting an engine's (or each other's)
+    for two busy cores slow transformers' generate ten-fold."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 def harness_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,

@@ -50,15 +50,7 @@ def make_adapter(base: Path, out: Path, r: int, seed: int, targets: list[str] = 
     return random_lora(base, out, r, seed, targets)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    """transformers' generate slows ten-fold when its two OpenMP threads fight the engine's for two busy cores."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

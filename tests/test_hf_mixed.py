@@ -8,7 +8,6 @@ saying why once. Batched sampling must keep a prompt's samples a function of its
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -20,15 +19,7 @@ from harness.backends.hf import HFBackend
 from harness.models.loading import ModelSpec
 from harness.testing.lora import random_lora, sharp_llama
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
