@@ -89,9 +89,10 @@ def run(name: str, model: Path, data: Path, out: Path, rows: int, batch: int, ex
     cmd = [sys.executable, "-m", "harness.cli", "run", "-m", str(model), "-t", ",".join(TASKS), "--data-dir", str(data),
            "--limit", str(rows), "-b", str(batch), "-o", str(out), "--run-name", name, "-q", *extra]
     print(f"running {name} ...", file=sys.stderr)
-    t0 = time.perf_counter()
+    t0, busy0, own0 = time.perf_counter(), machine_busy_s(), children_cpu_s()
     done = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True)
     wall = time.perf_counter() - t0
+    busy, driver = machine_busy_s() - busy0, children_cpu_s() - own0
     if done.returncode != 0:
         sys.exit(f"{name} failed:\n{done.stderr[-3000:]}")
     res = json.loads((out / name / "results.json").read_text())
@@ -104,9 +105,24 @@ def run(name: str, model: Path, data: Path, out: Path, rows: int, batch: int, ex
     walls = [e["wall_time_s"] for e in res["tasks"].values()]
     # one process: tasks one after the other; on Ray, each task's time runs from the start of answering to its end
     answer = max(walls) if cluster else sum(walls)
-    return {"wall": wall, "answer": answer, "requests": requests,
+    return {"wall": wall, "answer": answer, "requests": requests, "busy": busy, "driver": driver,
             "startup": cluster.get("startup_s", {}), "work": cluster.get("replica_work", []), "per_doc": per_doc,
             "metrics": {t: {m: v["value"] for m, v in res["tasks"][t]["metrics"].items()} for t in TASKS}}
+
+
+def machine_busy_s() -> float:
+    """CPU seconds every core of this machine has spent not idle since boot (Linux /proc/stat)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu_s() -> float:
+    """CPU seconds of this process's finished children (the `harness run` driver; Ray's workers are not ours)."""
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
 
 
 def driver_costs(work: Path) -> dict[str, float]:
@@ -152,6 +168,13 @@ def report(args: argparse.Namespace, start_s: float, runs: dict[str, dict], cost
         print(f"  2 replicas: {split} (busy: inside a forward; the rest is waiting for the driver, or the tail)")
         print(f"  CPU seconds answering, all replicas: {cpu1:.1f} with 1, {sum(w['cpu_s'] for w in two['work']):.1f} with 2 "
               "(more with 2: the replicas share the caches and memory bandwidth of these cores)")
+    print("where the cores went during each whole command (CPU s): replicas answering / the driver process / "
+          "everything else (Ray's daemons and workers starting, other processes)")
+    for name, r in runs.items():
+        answering = sum(w["cpu_s"] for w in r["work"])
+        rest = r["busy"] - r["driver"] - answering
+        print(f"  {name:18}{answering:>8.1f} /{r['driver']:>7.1f} /{rest:>7.1f}   of {os.cpu_count()} x {r['wall']:.1f} s"
+              " wall")
     ref = runs["one process"]
     same = all(r["per_doc"] == ref["per_doc"] and r["metrics"] == ref["metrics"] for r in runs.values())
     print(f"scores: {'identical' if same else 'DIFFERENT'} per-doc metrics and log-likelihoods in all three runs")
