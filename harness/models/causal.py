@@ -18,22 +18,17 @@ from harness.requests import Generate, LogLikelihood
 
 
 class _StopOnStrings:
-    """Per-row stopping: a row is done once its decoded continuation contains one of its stop strings."""
+    """Per-row stopping for generate(): a row is done once its continuation contains one of its stop strings."""
 
     def __init__(self, tokenizer: Any, stops: list[tuple[str, ...]], prompt_len: int, n: int) -> None:
         self.tokenizer = tokenizer
         self.stops = [s for s in stops for _ in range(n)]
         self.prompt_len = prompt_len
-        self.window = max((len(s) for row in stops for s in row), default=0) + 8
+        self.window = continuous.stop_window(stops)
 
     def __call__(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> torch.Tensor:
-        done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
-        for i, stops in enumerate(self.stops):
-            if not stops:
-                continue
-            tail = self.tokenizer.decode(input_ids[i, self.prompt_len:][-self.window:], skip_special_tokens=True)
-            done[i] = any(s in tail for s in stops)
-        return done
+        return torch.tensor([continuous.hits_stop(self.tokenizer, input_ids[i, self.prompt_len:], stops, self.window)
+                             for i, stops in enumerate(self.stops)], dtype=torch.bool, device=input_ids.device)
 
 
 def cut_at_stop(text: str, stops: tuple[str, ...]) -> str:
