@@ -8,9 +8,12 @@ a 124M GPT-2-shaped random model with the real GPT-2 BPE. Three workloads:
   prefill: 5-shot, 64 new tokens (prompts of ~900 tokens: prompt processing dominates)
   decode:  0-shot, 128 new tokens, batch 16 (short prompts: token-by-token decoding dominates)
   cot:     lm-eval's gsm8k_cot: the same 8 exemplars before every question, 64 new tokens, batch 8
+  early:   0-shot, 128 new tokens, batch 8, on a small trained model whose answers stop early and at different
+           lengths (it writes "#### N" and then "Question:", lm-eval's stop string): what continuous batching is for
 
-A random model's rows all run to the token limit (it repeats itself and never writes a stop string), so what
-continuous batching saves on rows that end early is not measured here; tests check it gives the same text.
+A random model's rows all run to the token limit (it repeats itself and never writes a stop string), hence the
+trained model of `early`: a 2-layer GPT-2 (128 wide, a 1024-token BPE trained here on GSM8K-format text) trained for
+300 steps on the project's own word problems (harness.testing.tiny), built once (~2 min) and kept in --early-model-dir.
 
 Each side runs in its own subprocess and loads its model (or starts its engine) once, timed apart from the
 workloads; building lm-eval's task (mapping the whole test split) is done before each workload's clock starts.
@@ -61,12 +64,48 @@ def build_model(path: Path) -> Path:
     return path
 
 
+def build_early_model(path: Path) -> Path:
+    """A small GPT-2 trained (300 AdamW steps, seed 0) on GSM8K-format word problems, so its answers end: each is a
+    line or two, "#### N", then the next "Question:". Saved once."""
+    if (path / "config.json").exists():
+        return path
+    import random
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from harness.testing.tiny import build_causal_lm, train_tokenizer, word_problem
+
+    rng = random.Random(0)
+    texts = [f"Question: {r['question']}\nAnswer: {r['answer']}\n\n" for r in (word_problem(rng) for _ in range(4000))]
+    real = [json.loads(line) for line in (SHARED / "gsm8k" / "train.jsonl").read_text().splitlines()]
+    # the BPE also sees real GSM8K text, so the real prompts of the workload tokenize into words, not bytes
+    tok = train_tokenizer(texts + [f"Question: {r['question']}\nAnswer: {r['answer']}\n\n" for r in real], 1024)
+    build_causal_lm(path, tok, d_model=128, n_layer=2, max_positions=1024)
+    model = AutoModelForCausalLM.from_pretrained(path)
+    data = torch.tensor(tok("".join(texts))["input_ids"])
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(300):
+        starts = torch.randint(0, len(data) - 257, (8,), generator=gen)
+        x = torch.stack([data[i:i + 256] for i in starts])
+        loss = model(input_ids=x, labels=x).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    print(f"trained the early-stopping model: loss {loss.item():.2f} after 300 steps -> {path}", file=sys.stderr)
+    model.save_pretrained(path)
+    return path
+
+
 def workloads(quick: bool) -> dict[str, dict[str, Any]]:
     until = ["Question:", "</s>", "<|im_end|>"]
     return {"prefill": {"fewshot": 5, "max_new": 16 if quick else 64, "batch": 8, "yaml": "gsm8k.yaml", "until": until},
             "decode": {"fewshot": 0, "max_new": 32 if quick else 128, "batch": 16, "yaml": "gsm8k.yaml", "until": until},
             "cot": {"fewshot": 8, "max_new": 16 if quick else 64, "batch": 8, "yaml": "gsm8k-cot.yaml",
-                    "until": ["Q:", "</s>", "<|im_end|>"]}}
+                    "until": ["Q:", "</s>", "<|im_end|>"]},
+            "early": {"fewshot": 0, "max_new": 32 if quick else 128, "batch": 8, "yaml": "gsm8k.yaml", "until": until,
+                      "model": "early"}}
 
 
 def write_yamls(ydir: Path, loads: dict[str, dict[str, Any]]) -> None:
@@ -86,60 +125,88 @@ def write_yamls(ydir: Path, loads: dict[str, dict[str, Any]]) -> None:
 
 # --- the three sides, each in a fresh subprocess ----------------------------------------------------------------------
 def run_lm_eval(a: argparse.Namespace, loads: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
-    t0 = time.perf_counter()
-    lm = HFLM(pretrained=a.model, batch_size=1, device=a.device, dtype="float32")
-    out: dict[str, Any] = {"start_s": time.perf_counter() - t0, "runs": {}}
+    out: dict[str, Any] = {"start_s": 0.0, "runs": {}}
+    tm = TaskManager(include_path=a.yaml, include_defaults=False)
+    for group, names in by_model(loads).items():
+        t0 = time.perf_counter()
+        lm = HFLM(pretrained=model_path(a, group), batch_size=1, device=a.device, dtype="float32")
+        out["start_s"] += time.perf_counter() - t0
+        for name in names:
+            out["runs"][name] = lm_eval_workload(lm, tm, name, loads[name], a)
+    return out
+
+
+def lm_eval_workload(lm: Any, tm: Any, name: str, w: dict[str, Any], a: argparse.Namespace) -> dict[str, Any]:
+    from lm_eval import simple_evaluate
     from lm_eval.tasks import get_task_dict
 
-    tm = TaskManager(include_path=a.yaml, include_defaults=False)
-    for name, w in loads.items():
-        lm.batch_size_per_gpu = w["batch"]
-        task = get_task_dict([f"bench_gsm8k_{name}"], tm)  # built (its dataset mapped) before the clock starts
-        t = time.perf_counter()
-        res = simple_evaluate(model=lm, tasks=list(task.values()), limit=a.rows, log_samples=True, task_manager=tm)
-        seconds = time.perf_counter() - t
-        by_doc = {s["doc_id"]: s for s in res["samples"][f"bench_gsm8k_{name}"]}  # one sample per doc and filter
-        samples = [by_doc[i] for i in sorted(by_doc)]
-        out["runs"][name] = {"seconds": seconds, "prompts": [s["arguments"][0][0] for s in samples],
-                             "texts": [s["resps"][0][0] for s in samples]}
-    return out
+    lm.batch_size_per_gpu = w["batch"]
+    task = get_task_dict([f"bench_gsm8k_{name}"], tm)  # built (its dataset mapped) before the clock starts
+    t = time.perf_counter()
+    res = simple_evaluate(model=lm, tasks=list(task.values()), limit=a.rows, log_samples=True, task_manager=tm)
+    seconds = time.perf_counter() - t
+    by_doc = {s["doc_id"]: s for s in res["samples"][f"bench_gsm8k_{name}"]}  # one sample per doc and filter
+    samples = [by_doc[i] for i in sorted(by_doc)]
+    return {"seconds": seconds, "prompts": [s["arguments"][0][0] for s in samples],
+            "texts": [s["resps"][0][0] for s in samples]}
 
 
 def run_harness(a: argparse.Namespace, loads: dict[str, dict[str, Any]]) -> dict[str, Any]:
     from harness.backends import get_backend
-    from harness.models.loading import ModelSpec, model_key
+    from harness.models.loading import ModelSpec
+
+    out: dict[str, Any] = {"start_s": 0.0, "runs": {}}
+    for group, names in by_model(loads).items():
+        t0 = time.perf_counter()
+        session = get_backend(a.side)().open(ModelSpec(model=model_path(a, group), device=a.device, backend=a.side,
+                                                       batch_size=1))
+        out["start_s"] += time.perf_counter() - t0
+        out.setdefault("engine", session.describe())
+        try:
+            for name in names:
+                out["runs"][name] = harness_workload(session, name, loads[name], a)
+        finally:
+            session.close()
+    return out
+
+
+def harness_workload(session: Any, name: str, w: dict[str, Any], a: argparse.Namespace) -> dict[str, Any]:
+    from harness.models.loading import model_key
     from harness.registry import make_tasks
     from harness.runner import run_mixed, run_requests
     from harness.task import CAUSAL, TaskConfig
 
-    t0 = time.perf_counter()
-    session = get_backend(a.side)().open(ModelSpec(model=a.model, device=a.device, backend=a.side, batch_size=1))
-    out: dict[str, Any] = {"start_s": time.perf_counter() - t0, "runs": {}, "engine": session.describe()}
-    try:
-        [v] = session.variants
-        for name, w in loads.items():
-            [task] = make_tasks(f"lm-eval:bench_gsm8k_{name}", TaskConfig(limit=a.rows, options={"include_path": a.yaml}))
-            docs = task.docs()[: a.rows]  # lm-eval builds the task (maps its dataset) before the clock starts here too
-            t = time.perf_counter()
-            reqs = [r for d in docs for r in task.requests(d, CAUSAL)]
-            session.batch_size = w["batch"]
-            if session.mixes_variants:
-                answers = run_mixed(session, {v.label: (model_key(v.identity), reqs)}, quiet=True)[v.label]
-            else:
-                model = session.model_for(v.label)
-                model.batch_size = w["batch"]  # hf: the rows in flight (continuous batching refills them)
-                answers = run_requests(model, model_key(v.identity), reqs, quiet=True)
-            for d in docs:
-                task.score(d, [answers[r.key()] for r in task.requests(d, CAUSAL)], CAUSAL)
-            out["runs"][name] = {"seconds": time.perf_counter() - t, "prompts": [r.prompt for r in reqs],
-                                 "texts": [answers[r.key()][0] for r in reqs]}
-    finally:
-        session.close()
+    [v] = session.variants
+    [task] = make_tasks(f"lm-eval:bench_gsm8k_{name}", TaskConfig(limit=a.rows, options={"include_path": a.yaml}))
+    docs = task.docs()[: a.rows]  # lm-eval builds the task (maps its dataset) before the clock starts here too
+    t = time.perf_counter()
+    reqs = [r for d in docs for r in task.requests(d, CAUSAL)]
+    session.batch_size = w["batch"]
+    if session.mixes_variants:
+        answers = run_mixed(session, {v.label: (model_key(v.identity), reqs)}, quiet=True)[v.label]
+    else:
+        model = session.model_for(v.label)
+        model.batch_size = w["batch"]  # hf: the rows in flight (continuous batching refills them)
+        answers = run_requests(model, model_key(v.identity), reqs, quiet=True)
+    for d in docs:
+        task.score(d, [answers[r.key()] for r in task.requests(d, CAUSAL)], CAUSAL)
+    return {"seconds": time.perf_counter() - t, "prompts": [r.prompt for r in reqs],
+            "texts": [answers[r.key()][0] for r in reqs]}
+
+
+def by_model(loads: dict[str, dict[str, Any]]) -> dict[str, list[str]]:
+    """Workload names per model they run on ("default": the 124M random model; "early": the trained one)."""
+    out: dict[str, list[str]] = {}
+    for name, w in loads.items():
+        out.setdefault(w.get("model", "default"), []).append(name)
     return out
+
+
+def model_path(a: argparse.Namespace, group: str) -> str:
+    return str(a.early_model if group == "early" else a.model)
 
 
 def child(a: argparse.Namespace) -> None:
@@ -164,7 +231,8 @@ def child(a: argparse.Namespace) -> None:
 
 def spawn(side: str, a: argparse.Namespace, model: Path, ydir: Path, work: Path) -> dict[str, Any]:
     result = work / f"{side}.json"
-    cmd = [sys.executable, __file__, "--child", side, "--model", str(model), "--yaml", str(ydir), "--rows", str(a.rows),
+    cmd = [sys.executable, __file__, "--child", side, "--model", str(model), "--early-model", str(a.early_model_dir),
+           "--yaml", str(ydir), "--rows", str(a.rows),
            "--device", a.device, "--threads", str(a.threads), "--result", str(result), "--workloads", a.workloads] + \
         (["--quick"] if a.quick else [])
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
@@ -206,14 +274,14 @@ def report(results: dict[str, dict[str, Any]], model: Path, a: argparse.Namespac
     print(f"vllm engine: {json.dumps(results['vllm'].get('engine', {}))}")
     for name, w in loads.items():
         print(f"\n{name}: {w['yaml']}, {w['fewshot']}-shot, {w['max_new']} new tokens, batch {w['batch']}, "
-              f"stop at {w['until']}")
+              f"stop at {w['until']}" + (" (the trained early-stopping model)" if w.get("model") == "early" else ""))
         print(f"  {'side':9}{'prompt tok':>11}{'new tok':>9}{'seconds':>9}{'new tok/s':>11}{'all tok/s':>11}"
               f"{'same as lm-eval':>17}")
         rate = {}
         ref = results["lm-eval"]["runs"][name]["texts"]
         for s in SIDES:
             run = results[s]["runs"][name]
-            prompt, new = count_tokens(model, run, w["max_new"])
+            prompt, new = count_tokens(a.early_model_dir if w.get("model") == "early" else model, run, w["max_new"])
             rate[s] = new / run["seconds"]
             same = sum(x == y for x, y in zip(run["texts"], ref))
             print(f"  {s:9}{prompt:>11}{new:>9}{run['seconds']:>9.1f}{rate[s]:>11.1f}{(prompt + new) / run['seconds']:>11.1f}"
@@ -233,9 +301,10 @@ def main() -> None:
     p.add_argument("--device", default="cpu", help="cpu or cuda (every side)")
     p.add_argument("--threads", type=int, default=1, help="torch threads of the hf sides; cores vLLM's CPU worker gets")
     p.add_argument("--model-dir", type=Path, default=Path(tempfile.gettempdir()) / "harness-bench-gpt2-124m")
-    p.add_argument("--workloads", default="prefill,decode,cot", help="which of the three to run")
+    p.add_argument("--early-model-dir", type=Path, default=Path(tempfile.gettempdir()) / "harness-bench-gpt2-early-stop")
+    p.add_argument("--workloads", default="prefill,decode,cot,early", help="which of the four to run")
     p.add_argument("--child", choices=SIDES, help=argparse.SUPPRESS)
-    for hidden in ("--model", "--yaml", "--result"):
+    for hidden in ("--model", "--early-model", "--yaml", "--result"):
         p.add_argument(hidden, help=argparse.SUPPRESS)
     a = p.parse_args()
     a.rows = a.rows or (4 if a.quick else 16)
@@ -245,6 +314,8 @@ def main() -> None:
     if not (SHARED / "MANIFEST.json").exists():
         sys.exit(f"bench needs the real data at {SHARED}")
     model = build_model(a.model_dir)
+    if "early" in a.workloads.split(","):
+        build_early_model(a.early_model_dir)
     with tempfile.TemporaryDirectory(prefix="bench-generation-") as tmp:
         work = Path(tmp)
         write_yamls(work / "yaml", chosen(a))
