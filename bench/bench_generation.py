@@ -3,7 +3,7 @@
 All three answer lm-eval's gsm8k prompts (its YAML, its few-shot sampler and seed, its stop strings) for the first
 --rows rows of the real GSM8K test split (a local YAML points lm-eval's gsm8k at ../shared/data/gsm8k); the harness
 sides go through the `lm-eval:` bridge task and the runner, as `harness run --tasks lm-eval:...` would. The model is
-a 124M GPT-2-shaped random model with the real GPT-2 BPE. Three workloads:
+a 124M GPT-2-shaped random model with the real GPT-2 BPE (the early workload: a small trained one). Four workloads:
 
   prefill: 5-shot, 64 new tokens (prompts of ~900 tokens: prompt processing dominates)
   decode:  0-shot, 128 new tokens, batch 16 (short prompts: token-by-token decoding dominates)
