@@ -48,8 +48,9 @@ def hits_stop(tokenizer: Any, tokens: Any, stops: tuple[str, ...], window: int) 
 
 class _Growing(DynamicLayer):
     """A DynamicLayer whose keys and values are views into buffers with room for `grow_by` more tokens: a decoding
-    step writes its token's keys and values in place instead of copying the whole cache (DynamicLayer's torch.cat,
-    about half of a step at a 900-token context here). Same numbers: the views hold exactly what cat would give.
+    step writes its token's keys and values in place instead of copying the whole cache (DynamicLayer's torch.cat:
+    32 steps at a 900-token context, batch 8, took 12-14 s instead of 16-20 s here). Same numbers: the views hold
+    exactly what cat would give.
     Whoever replaces `keys` (row selection, joins) leaves the buffer; the next update copies into a new one."""
 
     grow_by = 64
