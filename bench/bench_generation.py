@@ -37,31 +37,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench_forgetting import build_model  # the one 124M GPT-2 builder: the same model (seed 0) in every bench
+
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared" / "data"
 SIDES = ("lm-eval", "hf", "vllm")
-
-
-def build_model(path: Path) -> Path:
-    """GPT-2 small's shape (12 layers, 768 wide, 50257 vocab, 124M parameters), random weights (seed 0), saved once."""
-    if (path / "config.json").exists():
-        return path
-    import torch
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    from harness.testing.tiny import gpt2_tokenizer
-
-    tok = gpt2_tokenizer(SHARED / "gpt2-bpe" / "lora-vocab")
-    torch.manual_seed(0)
-    cfg = GPT2Config(vocab_size=len(tok), n_positions=1024, n_embd=768, n_layer=12, n_head=12,
-                     bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
-    cfg.architectures = ["GPT2LMHeadModel"]
-    model = GPT2LMHeadModel(cfg)
-    print(f"built GPT-2-shaped model: {sum(p.numel() for p in model.parameters()) / 1e6:.0f}M parameters -> {path}",
-          file=sys.stderr)
-    model.save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
 
 
 def build_early_model(path: Path) -> Path:

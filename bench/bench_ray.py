@@ -26,29 +26,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench_forgetting import build_model  # the one 124M GPT-2 builder: the same model (seed 0) in every bench
+
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared" / "data"
 TASKS = ("arc_easy", "winogrande")
 RAY = Path(sys.executable).parent / "ray"
-
-
-def build_model(path: Path) -> Path:
-    """GPT-2 small's shape (12 layers, 768 wide, 50257 vocab, 124M parameters), random weights, saved once."""
-    if (path / "config.json").exists():
-        return path
-    import torch
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    from harness.testing.tiny import gpt2_tokenizer
-
-    tok = gpt2_tokenizer(SHARED / "gpt2-bpe" / "lora-vocab")
-    torch.manual_seed(0)
-    cfg = GPT2Config(vocab_size=len(tok), n_positions=1024, n_embd=768, n_layer=12, n_head=12,
-                     bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
-    cfg.architectures = ["GPT2LMHeadModel"]
-    GPT2LMHeadModel(cfg).save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
 
 
 def prepare_data(work: Path) -> Path:
