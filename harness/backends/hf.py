@@ -178,9 +178,13 @@ class _AnyOrder:
             self.mixed = wrapper(self.peft, processor, dict(self.base_identity), spec)
 
     def enable_all(self) -> None:
-        """Adapter layers on, for good: each mixed batch names its rows' adapters itself."""
+        """Adapter layers on, for good: each mixed batch names its rows' adapters itself, and each LoRA layer runs
+        one stacked product for all of them (harness/models/mixed_lora.py)."""
+        from harness.models.mixed_lora import install
+
         if self.peft is not None:
             self.peft.base_model.enable_adapter_layers()
+            install(self.peft)
 
     def activate(self, label: str) -> Any:
         model, name = self.models[label]
