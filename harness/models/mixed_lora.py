@@ -25,6 +25,7 @@ def install(peft_model: nn.Module) -> int:
     """Give every plain LoRA linear layer (no DoRA or other variant, no LoRA bias) the stacked mixed forward, built
     from the adapters loaded now; other layers keep PEFT's. Returns how many layers got it."""
     n = 0
+    module: Any  # PEFT's LoRA layers: their ModuleDicts and attributes are not typed
     for module in peft_model.modules():
         if _stackable(module):
             names = list(module.lora_A.keys())
@@ -41,7 +42,7 @@ def install(peft_model: nn.Module) -> int:
     return n
 
 
-def _stackable(module: nn.Module) -> bool:
+def _stackable(module: Any) -> bool:
     lora_a, lora_b = getattr(module, "lora_A", None), getattr(module, "lora_B", None)
     if not isinstance(lora_a, nn.ModuleDict) or not isinstance(lora_b, nn.ModuleDict) or not lora_a:
         return False
