@@ -253,14 +253,23 @@ def run(spec: RunSpec, argv: list[str] | None = None) -> list[Path]:
     session = backend().open(spec.model)
     store: Store | None = None
     written: list[Path] = []
+    store_path = spec.output_dir / ".store.sqlite"
+    remember = getattr(session, "remember", None)  # a served endpoint keeps what it said about itself in the store
     try:
         check_honoured(spec.task_cfg, loaded, ModelInfo(session.kind))
+        if spec.resume and store_path.exists():
+            store = Store.open(store_path, True)
+            if remember is not None:
+                remember(store, True)
+        session.variants  # noqa: B018  # a served model's names are looked up here, before any store is made
         check = getattr(session, "check", None)  # an engine that cannot answer a task's request kind says so now
         if check is not None:
             for task, docs, _ in loaded:
                 check(task.name, task.requests(docs[0], ModelInfo(session.kind)))
-        # opened once the model has loaded: a failed load leaves no empty store behind
-        store = Store.open(spec.output_dir / ".store.sqlite", spec.resume)
+        if store is None:  # opened once the model has loaded: a failed load leaves no empty store behind
+            store = Store.open(store_path, spec.resume)
+            if remember is not None:
+                remember(store, spec.resume)
         engine = {**session.describe(), "options": spec.model.backend_options}
 
         def write(v: VariantInfo, tasks_out: dict[str, Any], samples: dict[str, list[dict[str, Any]]]) -> None:

@@ -192,12 +192,18 @@ def run_requests(
     description: str = "requests",
 ) -> dict[str, Answer]:
     """Answer every request; returns {request.key(): answer}. Each batch is stored as it finishes."""
-    from harness.execute.local import answer_local
+    from harness.execute.local import answer_local, answer_streamed
 
     plan = plan_requests(model_key, requests, planned_sizes(model), store, resume, description)
     for kind in dict.fromkeys(b.kind for b in plan.batches):
         if getattr(model, kind, None) is None:
             raise HarnessError(f"model {model.identity.get('base', '?')} cannot answer {kind} requests")
+
+    session = getattr(model, "session", None)  # one variant of a session (VariantModel)
+    if hasattr(session, "answer_each"):  # a served endpoint: store each answer as it arrives
+        answer_streamed(session.answer_each, [plan], store, quiet, description, session.status,  # type: ignore[union-attr]
+                        label=model.label)  # type: ignore[attr-defined]
+        return plan.answers["model"]
 
     def ask(batch: Batch) -> tuple[list[Answer], str]:
         return getattr(model, batch.kind)(batch.requests), f"{type(model).__name__}.{batch.kind}"
@@ -217,9 +223,12 @@ def run_mixed(
     """Answer the requests of every variant ({label: (store key, requests)}) in batches that mix variants, for a
     backend whose engine serves them all at once; returns {label: {request.key(): answer}}, each stored under its
     own variant as its batch finishes."""
-    from harness.execute.local import answer_local
+    from harness.execute.local import answer_local, answer_streamed
 
     plan = plan_mixed(per_variant, planned_sizes(session), store, resume, description)
+    if hasattr(session, "answer_each"):  # answers arrive one by one (a served endpoint): store each as it comes
+        answer_streamed(session.answer_each, [plan], store, quiet, description, getattr(session, "status", None))
+        return plan.answers
 
     def ask(batch: Batch) -> tuple[list[Answer], str]:
         return session.answer(batch.kind, batch.items), f"{type(session).__name__}.answer"

@@ -161,13 +161,15 @@ def test_served_base_and_adapter_equal_the_hf_backend(served: tuple[VLLMServer, 
     assert res["backend"]["loglikelihood"] is True
     assert json.loads((out / "api__base" / "results.json").read_text())["model"]["root"] == str(base)
 
-    # a rerun of the finished run sends no completion: every answer comes from the store
-    before = completions_served(server)
+    # a rerun of the finished run sends no request: every answer, the model list and the probe come from the store
+    before = server.log.read_text().count('HTTP/1.1"')
     code, _, err = run_main(monkeypatch, capsys, "run", "--backend", "openai", "--backend-option",
                             f"base_url={server.url}", "--model", SERVED, "--adapter", LORA, "--run-name", "api",
                             "--resume", *common)
     assert code == 0 and "0 to compute" in err, err
-    assert completions_served(server) - before == 1  # the capability probe when the session opens, nothing else
+    assert server.log.read_text().count('HTTP/1.1"') == before
+    again = json.loads((out / f"api__{LORA}" / "results.json").read_text())
+    assert again["model"] == res["model"] and again["backend"]["server"] == res["backend"]["server"]
 
 
 def completions_served(server: VLLMServer) -> int:

@@ -49,9 +49,13 @@ class Session(Protocol):
     """An opened backend: the model kind, every variant of the run, and how to answer them."""
 
     kind: str
-    variants: list[VariantInfo]
     batch_size: int
     mixes_variants: bool
+
+    @property
+    def variants(self) -> list[VariantInfo]:
+        """Every variant of the run, in order (a served endpoint learns them on first use)."""
+        ...
 
     def model_for(self, label: str) -> Model:
         """The variant's model (backends that answer one variant at a time; asked in variant order)."""

@@ -13,17 +13,19 @@ evaluation, over the same transport as the judges (harness/backends/transport.py
   (trailing context spaces move to the continuation, as in the hf backend); is_greedy from top_logprobs.
   What the endpoint can do is probed once when the session opens, so a task it cannot serve is a one-line error
   before anything runs (`check`), not a failure half-way.
-- every variant's requests are in flight together (mixes_variants): a batch is `concurrency` requests answered
-  concurrently, and the runner stores each batch as it returns. Requests that still fail after their attempts end
-  the run with exit 3 (RequestsFailed), after the batch's other requests finished; stored answers are kept.
+- every variant's requests are in flight together (mixes_variants), `concurrency` at a time, and each answer is
+  stored the moment it arrives (answer_each, harness/execute/local.py), so a kill loses only what was in flight.
+  Requests that still fail after their attempts do not stop the others; once all have finished the run ends with
+  exit 3 (RequestsFailed) and the count, every answer that did arrive kept.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Coroutine, Sequence
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import asdict, dataclass
 from typing import Any, TypeVar
 from urllib.parse import urlparse
 
@@ -135,14 +137,47 @@ class OpenAISession:
                                    what="openai endpoint")
         self.answered = 0
         self._loop = asyncio.new_event_loop()
-        try:
-            self._run(self.transport.open())
-            served = self._run(self._models())
-            self.variants, self._served = self._variants(served)
-            self.caps = self._run(self._probe())
-        except BaseException:
-            self.close()
-            raise
+        self._run(self.transport.open())  # no request yet: the endpoint is asked about itself when first needed
+        self._variant_list: list[VariantInfo] | None = None
+        self._served: dict[str, str] = {}
+        self._caps: Capabilities | None = None
+        self._memo: Any = None  # the run's Store, where what the endpoint said about itself is kept
+        self._reuse = False
+        self._fetched: dict[str, Any] = {}
+
+    @property
+    def variants(self) -> list[VariantInfo]:
+        """Every variant with its identity; the first use asks /v1/models (a name it does not serve is an error)."""
+        if self._variant_list is None:
+            self._variant_list, self._served = self._variants(self._recall("models", lambda: self._run(self._models())))
+        return self._variant_list
+
+    @property
+    def caps(self) -> Capabilities:
+        """What the endpoint can do, probed by one request the first time it is needed."""
+        if self._caps is None:
+            self._caps = Capabilities(**self._recall("capabilities", lambda: asdict(self._run(self._probe()))))
+        return self._caps
+
+    def remember(self, store: Any, reuse: bool) -> None:
+        """Keep what the endpoint said about itself (its model list, its capabilities) in the run's store, and with
+        reuse (--resume) take it from there: a rerun of a finished run then sends no request at all."""
+        self._memo, self._reuse = store, reuse
+        for what, value in self._fetched.items():
+            store.put_many(self._memo_key(), [(what, "endpoint", {"value": value})])
+
+    def _memo_key(self) -> str:
+        return f"openai-endpoint {self.base_url} {self.spec.model}"
+
+    def _recall(self, what: str, fetch: Callable[[], Any]) -> Any:
+        if self._memo is not None and self._reuse:
+            got = self._memo.get_many(self._memo_key(), [what])
+            if what in got:
+                return got[what]["value"]
+        value = self._fetched[what] = fetch()
+        if self._memo is not None:
+            self._memo.put_many(self._memo_key(), [(what, "endpoint", {"value": value})])
+        return value
 
     # --- opening ---------------------------------------------------------------------------------
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
@@ -262,17 +297,38 @@ class OpenAISession:
         return VariantModel(self, label, ident)
 
     def answer(self, kind: str, items: list[tuple[str, Request]]) -> list[Answer]:
-        """Every (variant, request) answered concurrently; any that failed for good raise RequestsFailed (exit 3)."""
+        """Every (variant, request) answered concurrently, in order; any failure raises RequestsFailed (exit 3)."""
+        out: list[Answer] = [None] * len(items)
+
+        def keep(i: int, a: Answer) -> None:
+            out[i] = a
+
+        self.answer_each(items, keep)
+        return out
+
+    def answer_each(self, items: Sequence[tuple[str, Request]], done: Callable[[int, Answer], None]) -> None:
+        """Every (variant, request) sent at once, `concurrency` in flight (the transport's bound), done(i, answer)
+        called the moment each arrives so the caller can store it. Requests that failed for good do not stop the
+        others: once all have finished, RequestsFailed (exit 3) says how many failed and why."""
+        self.variants, self.caps  # noqa: B018  # learnt before the event loop runs (each fetch runs the loop itself)
         for _, r in items:
             self._check_request(r, None)
-        out = self._run(self._gather([self._one(self._served[label], r) for label, r in items]))
-        failed = [a for a in out if isinstance(a, Failed)]
+        failed: Counter[str] = Counter()
+
+        async def one(i: int, label: str, r: Request) -> None:
+            a = await self._one(self._served[label], r)
+            if isinstance(a, Failed):
+                failed[a.error] += 1
+            else:
+                self.answered += 1
+                done(i, a)
+
+        self._run(self._gather([one(i, label, r) for i, (label, r) in enumerate(items)]))
         if failed:
-            raise RequestsFailed(
-                f"{len(failed)} of {len(items)} {kind} requests in flight failed at {self.base_url} ({failed[0].error}); "
-                f"{self.answered} answers of this run are in the store, pass --resume to ask only for the others")
-        self.answered += len(out)
-        return out
+            n = sum(failed.values())
+            why = "; ".join(f"{k} ({c}x)" for k, c in failed.most_common(3))
+            raise RequestsFailed(f"{n} of {len(items)} requests failed at {self.base_url}: {why}; the {self.answered} "
+                                 "answers of this run are in the store, pass --resume to ask only for the others")
 
     async def _gather(self, coros: list[Coroutine[Any, Any, Any]]) -> list[Any]:
         tasks = [asyncio.ensure_future(c) for c in coros]
