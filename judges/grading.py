@@ -238,7 +238,7 @@ async def _run_jobs(jobs: list[Job], client: JudgeClient, quiet: bool, on_record
     failed: set[int] = set()
     stop: list[str] = []
 
-    with progress_bar("judging", total=len(jobs), quiet=quiet) as advance:
+    with progress_bar("judging", total=len(jobs), quiet=quiet, status=client.transport.status) as advance:
         async def one(i: int, job: Job) -> None:
             if stop:
                 return

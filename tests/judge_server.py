@@ -123,7 +123,8 @@ class JudgeServer:
                  slow_delay: float = 0.5, position_bias: bool = False, api_key: str | None = None,
                  echo_auth: bool = False, preset: float = 0.0, ptrunc: float = 0.0,
                  models: dict[str, str | None] | None = None, table: dict[str, str] | None = None,
-                 completions: bool = True, dead_prompts: tuple[str, ...] = ()) -> None:
+                 completions: bool = True, dead_prompts: tuple[str, ...] = (), echo_needs_a_token: bool = False
+                 ) -> None:
         self.latency, self.p429, self.p500, self.pslow = latency, p429, p500, pslow
         self.pmalformed, self.pdead, self.fault_attempts = pmalformed, pdead, fault_attempts
         self.retry_after, self.slow_delay, self.position_bias, self.api_key = retry_after, slow_delay, position_bias, api_key
@@ -133,6 +134,8 @@ class JudgeServer:
         self.table = table or {}  # prompt -> generated text, instead of completion_text
         self.dead_prompts = dead_prompts  # a completion whose prompt holds one of these always gets 500
         self.completions = completions  # False: /v1/completions is refused, as hosted chat-only APIs refuse it
+        self.echo_needs_a_token = echo_needs_a_token  # True: echo with max_tokens=0 is a 400, as some servers answer
+        self.inflight = self.max_inflight = 0  # completion requests being handled now / at most at once
         self.answered: dict[str, int] = {}  # body hash -> replies that were not faults
         self.faults: dict[str, int] = {}  # fault name -> times sent
         self.bodies: dict[str, dict[str, Any]] = {}  # body hash -> the request, for tests to read
@@ -178,10 +181,16 @@ class JudgeServer:
                 self.wfile.write(body)
 
             def do_POST(self) -> None:  # noqa: N802 - http.server naming
+                with server.lock:
+                    server.inflight += 1
+                    server.max_inflight = max(server.max_inflight, server.inflight)
                 try:
                     server._handle(self)
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up (timeout test)
+                finally:
+                    with server.lock:
+                        server.inflight -= 1
 
         class Server(ThreadingHTTPServer):
             daemon_threads = True
@@ -324,6 +333,8 @@ class JudgeServer:
             return self._send(h, 200, self._chat(req, raw, auth))
         if req.get("model") not in self.models:
             return self._send(h, 404, {"error": {"message": f"The model `{req.get('model')}` does not exist."}})
+        if self.echo_needs_a_token and req.get("echo") and req.get("max_tokens") == 0:
+            return self._send(h, 400, {"error": {"message": "max_tokens must be at least 1, got 0."}})
         self._send(h, 200, self._completion(req, auth))
 
     def _completion(self, req: dict[str, Any], auth: str) -> dict[str, Any]:
@@ -333,6 +344,12 @@ class JudgeServer:
         for i in range(n):
             if req.get("echo"):
                 text, reason, logprobs = prompt, None, echo_logprobs(model, prompt) if req.get("logprobs") else None
+                if req.get("max_tokens") and logprobs is not None:  # the generated token follows the prompt's
+                    text += " gen"
+                    logprobs["text_offset"].append(len(prompt))
+                    logprobs["token_logprobs"].append(-0.1)
+                    logprobs["tokens"].append(" gen")
+                    logprobs["top_logprobs"].append({" gen": -0.1})
             else:
                 seed = req.get("seed") if float(req.get("temperature") or 0) > 0 else None
                 full = self.table.get(prompt) or completion_text(model, prompt, i if seed is not None else 0, seed)
