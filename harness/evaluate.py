@@ -7,6 +7,7 @@ in the store as its batch finishes, so `--resume` after a crash recomputes nothi
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import shutil
 import sys
@@ -17,7 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from harness.backends.base import Session, VariantInfo
+from harness.backends.base import Backend, Session, VariantInfo
 from harness.data import rows_hash
 from harness.errors import HarnessError
 from harness.execute.ray import RayOptions
@@ -188,26 +189,120 @@ def answer_mixed(session: Session, task: Task, docs: list[Doc], data_hash: str, 
     return {label: score_task(task, docs, per_doc, answers, data_hash, model, wall) for label, answers in got.items()}
 
 
-def plan_run_dirs(spec: RunSpec) -> dict[str, Path]:
-    """{variant label: its run directory}. A default name is unique (timestamp + random suffix); an existing
-    directory is an error unless --resume or --overwrite, so no results are ever silently replaced."""
+class RunDirs(dict[str, Path]):
+    """{variant label: its run directory}, reserved for this process by a lock file until release()."""
+
+    def __init__(self, dirs: dict[str, Path], lock: RunLock, made: list[Path]) -> None:
+        super().__init__(dirs)
+        self.lock = lock
+        self._made = made  # output directories this reservation created (deepest first): removed again if left empty
+
+    def release(self) -> None:
+        self.lock.release()
+        _remove_empty(self._made)
+
+
+class RunLock:
+    """OUT/.NAME.lock, held with flock for the life of the run and holding its pid. The kernel drops the flock when
+    the process ends however it ends (kill -9 included), so a lock file left behind by a dead run is simply taken
+    over; two live runs can never both hold it."""
+
+    def __init__(self, path: Path, fd: int) -> None:
+        self.path, self._fd = path, fd
+
+    @classmethod
+    def take(cls, path: Path) -> RunLock | None:
+        """The lock, or None when another live process holds it."""
+        import fcntl
+
+        while True:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                return None
+            try:
+                same = os.stat(path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if not same:  # its holder released (unlinked) it between our open and flock: take the new file
+                os.close(fd)
+                continue
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+            return cls(path, fd)
+
+    @staticmethod
+    def holder(path: Path) -> str:
+        try:
+            pid = path.read_text().strip()
+        except OSError:
+            return ""
+        return f" (pid {pid})" if pid.isdigit() else ""
+
+    def release(self) -> None:
+        if self._fd < 0:
+            return
+        try:
+            self.path.unlink(missing_ok=True)  # unlinked while still held, so no waiter can lock a stale file
+        finally:
+            os.close(self._fd)
+            self._fd = -1
+
+
+def _make_dirs(out: Path) -> list[Path]:
+    """mkdir -p OUT; the directories it created, deepest first."""
+    made = [p for p in (out, *out.parents) if not p.exists()]
+    out.mkdir(parents=True, exist_ok=True)
+    return made
+
+
+def _remove_empty(made: list[Path]) -> None:
+    """Remove what _make_dirs created, deepest first, as far as it is still empty: an error leaves nothing behind."""
+    for d in made:
+        try:
+            d.rmdir()
+        except OSError:
+            break
+
+
+def plan_run_dirs(spec: RunSpec) -> RunDirs:
+    """{variant label: its run directory}, reserved for this run (OUT/.NAME.lock) until its release(). A default name
+    is unique (timestamp + random suffix, another on collision); an existing directory is an error unless --resume or
+    --overwrite, and a --run-name another live run holds is an error whatever the flags, so no results are ever
+    silently replaced."""
     out = spec.output_dir
     if out.exists() and not out.is_dir():
         raise HarnessError(f"--output-dir {out}: exists and is not a directory")
     labels = variant_labels(spec.model)
-    for _ in range(100):
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-        base = spec.run_name or f"{short_name(spec.model.model)}-{stamp}-{secrets.token_hex(2)}"
-        dirs = {lab: out / (base if len(labels) == 1 else f"{base}__{lab}") for lab in labels}
-        taken = [d for d in dirs.values() if d.exists()]
-        if not taken:
-            return dirs
-        if spec.run_name is not None:
-            if spec.resume or spec.overwrite:
-                return dirs
-            raise HarnessError(f"--run-name {spec.run_name}: {taken[0]} already exists; pass --overwrite to replace it, "
-                               "--resume to continue it, or another --run-name")
-    raise RuntimeError("could not find a free run directory name")
+    try:
+        made = _make_dirs(out)
+    except OSError as e:
+        raise HarnessError(f"--output-dir {out}: cannot create it ({e.strerror})") from None
+    try:
+        for _ in range(100):
+            stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+            base = spec.run_name or f"{short_name(spec.model.model)}-{stamp}-{secrets.token_hex(2)}"
+            dirs = {lab: out / (base if len(labels) == 1 else f"{base}__{lab}") for lab in labels}
+            lock_path = out / f".{base}.lock"
+            lock = RunLock.take(lock_path)
+            if lock is None:
+                if spec.run_name is not None:
+                    raise HarnessError(f"--run-name {spec.run_name}: {out / base} is in use by another harness run"
+                                       f"{RunLock.holder(lock_path)}; wait for it to finish or pass another --run-name")
+                continue
+            taken = [d for d in dirs.values() if d.exists()]
+            if not taken or (spec.run_name is not None and (spec.resume or spec.overwrite)):
+                return RunDirs(dirs, lock, made)
+            lock.release()
+            if spec.run_name is not None:
+                raise HarnessError(f"--run-name {spec.run_name}: {taken[0]} already exists; pass --overwrite to replace "
+                                   "it, --resume to continue it, or another --run-name")
+        raise RuntimeError("could not find a free run directory name")
+    except BaseException:
+        _remove_empty(made)
+        raise
 
 
 def write_run_dir(run_dir: Path, results: dict[str, Any], samples: dict[str, list[dict[str, Any]]]) -> Path:
@@ -246,10 +341,19 @@ def run(spec: RunSpec, argv: list[str] | None = None) -> list[Path]:
     if backend.local_adapters:  # a served backend's --adapter names a module on the server, not a directory
         for a in spec.model.adapters:
             read_adapter_config(a)  # flags first: a wrong --adapter should not wait for data loading
-    run_dirs = plan_run_dirs(spec)
-    loaded = load_tasks(spec.tasks, spec.task_cfg)
-    if spec.ray is not None:
-        return run_on_ray(spec, run_dirs, loaded, argv)
+    run_dirs = plan_run_dirs(spec)  # reserved until the run ends, however it ends
+    try:
+        loaded = load_tasks(spec.tasks, spec.task_cfg)
+        if spec.ray is not None:
+            return run_on_ray(spec, run_dirs, loaded, argv)
+        return run_here(spec, backend, run_dirs, loaded, argv)
+    finally:
+        run_dirs.release()
+
+
+def run_here(spec: RunSpec, backend: type[Backend], run_dirs: dict[str, Path], loaded: list[tuple[Task, list[Doc], str]],
+             argv: list[str] | None) -> list[Path]:
+    """The run in this process: load the model once, answer every task for every variant, write each run dir."""
     session = backend().open(spec.model)
     store: Store | None = None
     written: list[Path] = []
