@@ -1,10 +1,12 @@
 """`harness view` in a real browser: headless Chromium (driven by Selenium, network switched off) opens a report made
 from real runs of a tiny model (base and two adapters on GSM8K and ARC-Easy rows from ../shared/data, one judge
-result, one forgetting report) and every view is checked against the runs' own files."""
+result and the `harness tournament` of it, one forgetting report) and every view is checked against the runs' own
+files. Screenshots go to tests/artifacts/view/ ($HARNESS_ARTIFACTS)."""
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import socket
@@ -23,6 +25,7 @@ from harness.errors import HarnessError
 from harness.reports.html import size_text
 
 LIMIT = 24
+SEED = 7  # not the default 1234, so the per-task page's seed is the run's
 QUESTIONS = ["Write a haiku about autumn leaves.", "Explain what a LoRA adapter is.", "Name three prime numbers.",
              "Describe the water cycle briefly."]
 
@@ -39,6 +42,14 @@ def _harness(*args: str, env: dict[str, str] | None = None) -> None:
             main()
         except SystemExit as e:
             assert not e.code, f"harness {' '.join(args)} exited {e.code}"
+
+
+def artifacts(name: str) -> Path:
+    """A stable folder for test artefacts (screenshots): $HARNESS_ARTIFACTS/NAME, by default tests/artifacts/NAME
+    (gitignored), so CI can upload them and a person can look at them after the run."""
+    d = Path(os.environ.get("HARNESS_ARTIFACTS") or ROOT / "tests" / "artifacts") / name
+    d.mkdir(parents=True, exist_ok=True)
+    return d
 
 
 def _samples(run: Path, task: str) -> list[dict[str, Any]]:
@@ -63,7 +74,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory, tiny_gpt2: Path, shared_data:
     res = root / "results"
     _harness("run", "-m", str(tiny_gpt2), "--adapter", str(adapters[0]), "--adapter", str(adapters[1]), "--with-base",
              "-t", "gsm8k,arc_easy", "--data-dir", str(data), "--limit", str(LIMIT), "--max-new-tokens", "8",
-             "-o", str(res), "--run-name", "tiny", "-q")
+             "--seed", str(SEED), "-o", str(res), "--run-name", "tiny", "-q")
     questions = root / "questions.jsonl"
     questions.write_text("".join(json.dumps({"question_id": i + 1, "category": "writing", "turns": [q]}) + "\n"
                                  for i, q in enumerate(QUESTIONS)))
@@ -76,10 +87,13 @@ def runs(tmp_path_factory: pytest.TempPathFactory, tiny_gpt2: Path, shared_data:
     _harness("forgetting", "--from-runs", str(res / "tiny__base"), "--from-runs", str(res / "tiny__ad-attn"),
              "--from-runs", str(res / "tiny__ad-mlp"), "--tasks", "arc_easy", "--target", "gsm8k", "-o", str(res),
              "--run-name", "forget")
+    _harness("tournament", str(res / "judgments" / "pairwise.jsonl"), "-o", str(res / "tournament" / "ratings.md"),
+             "--elo-rounds", "200", "--bt-rounds", "50")
     report = root / "report.html"
     _harness("view", str(res), "-o", str(report))
     board = table(res)
     return {"root": root, "results": res, "report": report, "board": board,
+            "matches": res / "tournament" / "ratings.matches.jsonl",
             "names": {r["model"].get("adapter") or "base": r["name"] for r in board["rows"]}}
 
 
@@ -258,11 +272,72 @@ def test_judges_forgetting_and_tasks_pages(page: Any, runs: dict[str, Any]) -> N
     _tab(page, "forgetting")
     report = page.find_element("css selector", ".forgetting-report")
     assert report.find_elements("css selector", "svg.plot") and "ad-attn" in report.text and "ad-mlp" in report.text
+
+
+def test_tournament_ratings_with_intervals(page: Any, runs: dict[str, Any]) -> None:
+    """`harness tournament`'s *.matches.jsonl is rated again on the judges page: Elo and Bradley–Terry, each a plot and
+    a table of rating and 95% interval per model, equal to judges.ratings on the same matches."""
+    from harness.reports.judging import BT_ROUNDS, ELO_ROUNDS
+    from judges.ratings import Match, bradley_terry, elo
+
+    matches = [Match(**json.loads(x)) for x in runs["matches"].read_text().splitlines() if x.strip()]
+    models = {m.model_a for m in matches} | {m.model_b for m in matches}
+    assert len(matches) == len(QUESTIONS) and len(models) == 2 and "ad-attn" in models  # one match per question
+    _tab(page, "judges")
+    tours = page.find_elements("css selector", "#judges article.tournament")
+    assert len(tours) == 1
+    tour = tours[0]
+    assert runs["matches"].name in tour.find_element("tag name", "h3").text
+    assert f"{len(matches)} matches." in tour.text
+    tables = tour.find_elements("css selector", "table")
+    plots = tour.find_elements("css selector", "svg.plot")
+    want = [elo(matches, rounds=ELO_ROUNDS), bradley_terry(matches, rounds=BT_ROUNDS)]
+    assert len(tables) == len(plots) == len(want) == 2
+    for table, plot, ref in zip(tables, plots, want):
+        shown = [[td.text for td in tr.find_elements("tag name", "td")]
+                 for tr in table.find_elements("css selector", "tbody tr")]
+        assert shown == [[r.model, f"{r.rating:.1f}", f"[{r.lo:.1f}, {r.hi:.1f}]",
+                          f"{r.wins:g} / {r.ties:g} / {r.losses:g}"] for r in ref.ratings], ref.method
+        assert all(r.lo <= r.rating <= r.hi for r in ref.ratings) and any(r.lo < r.hi for r in ref.ratings)
+        assert ref.method in plot.get_attribute("innerHTML")  # the plot's title
+        assert all(r.model in plot.get_attribute("innerHTML") for r in ref.ratings)
+
+
+def _cells(table: Any) -> dict[str, dict[str, str]]:
+    """{variant: {column header: cell text}} of a settings table."""
+    head = [th.text for th in table.find_elements("css selector", "thead th")]
+    rows = [[td.text for td in tr.find_elements("tag name", "td")] for tr in table.find_elements("css selector", "tbody tr")]
+    return {r[0]: dict(zip(head, r)) for r in rows}
+
+
+def test_task_pages_show_the_runs_settings(page: Any, runs: dict[str, Any]) -> None:
+    """Per task and variant: few-shot, decoding, seed, backend, quantisation, data source and hash, as the run recorded."""
     _tab(page, "tasks")
-    arc = page.find_element("css selector", 'article.task[data-task="arc_easy"]')
-    res = json.loads((runs["results"] / "tiny__base" / "results.json").read_text())["tasks"]["arc_easy"]
-    assert res["data"]["hash"] in arc.text and "ARC-Easy-Test.jsonl" in arc.text
-    assert arc.find_elements("css selector", "svg.plot")
+    for task in ("gsm8k", "arc_easy"):
+        art = page.find_element("css selector", f'article.task[data-task="{task}"]')
+        assert art.find_elements("css selector", "svg.plot")
+        shown = _cells(art.find_element("css selector", "table.settings"))
+        assert sorted(shown) == sorted(runs["names"].values())
+        for adapter, name in runs["names"].items():
+            res = json.loads((runs["results"] / f"tiny__{adapter}" / "results.json").read_text())
+            entry, cells = res["tasks"][task], shown[name]
+            assert cells["n"] == str(entry["n"]) == str(LIMIT)
+            assert cells["few-shot"] == str(entry["num_fewshot"]) == "0"
+            assert cells["seed"] == str(entry["seed"]) == str(SEED)
+            gen = entry.get("generation")
+            if task == "gsm8k":
+                assert gen["temperature"] == 0 and gen["num_beams"] == 1
+                assert cells["decoding"].startswith(f"greedy, max_new_tokens={gen['max_new_tokens']}, stop=")
+                assert gen["max_new_tokens"] == 8
+            else:
+                assert gen is None and cells["decoding"] == f"none ({entry['output_type']})"
+            backend = res["backend"]
+            assert cells["backend"].startswith(f"{backend['name']} (transformers {backend['transformers']}")
+            assert backend["name"] == "hf" and f"peft {backend['peft']}" in cells["backend"]
+            assert res["model"]["quantization"] is None and cells["quantisation"] == "none"
+            assert cells["dtype"] == res["model"]["dtype"]
+            assert cells["data source"] == entry["data"]["source"] and cells["data hash"] == entry["data"]["hash"]
+            assert Path(entry["data"]["source"]).name == {"gsm8k": "test.jsonl", "arc_easy": "ARC-Easy-Test.jsonl"}[task]
 
 
 def test_report_needs_no_network_and_states_its_size(page: Any, runs: dict[str, Any]) -> None:
@@ -282,23 +357,44 @@ def test_report_needs_no_network_and_states_its_size(page: Any, runs: dict[str, 
     assert not [e for e in page.get_log("browser") if e["level"] == "SEVERE"]
 
 
-def test_screenshot_of_each_page(page: Any, runs: dict[str, Any], tmp_path: Path) -> None:
-    """Artefacts: one PNG per page in the test's tmp dir, and docs/report.png (the README's) when it is missing."""
+def test_screenshot_of_each_page(page: Any, runs: dict[str, Any]) -> None:
+    """Artefacts: one PNG per page in artifacts("view") (tests/artifacts/view/ unless $HARNESS_ARTIFACTS says)."""
+    out = artifacts("view")
     shots = []
     for a in page.find_elements("css selector", "#tabs a"):
         name = a.get_attribute("id")[4:]
         _tab(page, name)
         if name in ("samples", "flips", "judges"):
             _ready(page, {"samples": "#s-list", "flips": "#flips", "judges": "#j-list"}[name])
-        shot = tmp_path / f"report-{name}.png"
+        shot = out / f"report-{name}.png"
+        shot.unlink(missing_ok=True)
         page.save_screenshot(str(shot))
         assert shot.stat().st_size > 5000
-        shots.append(shot)
-    assert len(shots) == 6  # leaderboard, tasks, samples, flips, judges, forgetting
+        shots.append(shot.name)
+    assert shots == [f"report-{n}.png" for n in ("leaderboard", "tasks", "samples", "flips", "judges", "forgetting")]
+
+
+def test_docs_screenshot(request: pytest.FixtureRequest) -> None:
+    """HARNESS_UPDATE_DOCS=1 (after `make demo`) rewrites docs/report.png, the README's picture: the flips page of the
+    demo's report (results/report.html, or $HARNESS_DOCS_REPORT), its GSM8K adapter against its base."""
+    if os.environ.get("HARNESS_UPDATE_DOCS") != "1":
+        pytest.skip("HARNESS_UPDATE_DOCS=1 rewrites docs/report.png from the demo's report")
+    report = Path(os.environ.get("HARNESS_DOCS_REPORT") or ROOT / "results" / "report.html")
+    assert report.exists(), f"{report}: no demo report; run `make demo` first"
+    browser = request.getfixturevalue("browser")
+    browser.get(report.resolve().as_uri())
+    _wait(browser, lambda d: d.execute_script("return document.body.dataset.page") == "leaderboard")
+    _tab(browser, "flips")
+    _ready(browser, "#flips")
+    _choose(browser, "#fl-variant", "tiny-gpt2 + gsm8k-lora vs tiny-gpt2 (base)")
+    _ready(browser, "#flips")
+    _choose(browser, "#fl-task", "gsm8k")
+    _ready(browser, "#flips")
+    assert browser.find_elements("css selector", "#flips article.flip")
     docs = ROOT / "docs" / "report.png"
-    if not docs.exists():
-        docs.parent.mkdir(exist_ok=True)
-        shutil.copy(tmp_path / "report-samples.png", docs)
+    docs.parent.mkdir(exist_ok=True)
+    browser.save_screenshot(str(docs))
+    assert docs.stat().st_size > 5000
 
 
 # --- 10,000 samples per variant ----------------------------------------------------------------------------------
