@@ -9,6 +9,7 @@ scores as a percentage of a baseline, as Markdown plus a PNG.
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 from dataclasses import replace
@@ -47,9 +48,9 @@ def _check_rerun(resume: bool, overwrite: bool) -> None:
 
 
 def _check_sampling(temperature: float, top_p: float) -> None:
-    if temperature < 0:
-        raise HarnessError(f"--temperature: must be >= 0, got {temperature}")
-    if not 0 < top_p <= 1:
+    if not math.isfinite(temperature) or temperature < 0:
+        raise HarnessError(f"--temperature: must be >= 0 (0 = greedy), got {temperature}")
+    if not math.isfinite(top_p) or not 0 < top_p <= 1:
         raise HarnessError(f"--top-p: must be in (0, 1], got {top_p}")
 
 
@@ -75,6 +76,9 @@ def _answer_variant(variant: Any, name: str, qs: list[Any], store: Any, resume: 
     from harness.models.loading import model_key
     from harness.requests import Generate
     from harness.runner import run_requests
+    from harness.task import TaskConfig, generate_request
+
+    cfg = TaskConfig(**sampling)  # the one request builder applies every generation setting, as for a task
 
     tok = getattr(variant.model, "tokenizer", None)
     stop = () if getattr(tok, "chat_template", None) else ("\nUser:",)  # plain transcripts: stop at the next turn
@@ -87,7 +91,7 @@ def _answer_variant(variant: Any, name: str, qs: list[Any], store: Any, resume: 
                 for i in range(t):
                     msgs += [("user", q.turns[i]), ("assistant", replies[q.question_id][i])]
                 msgs.append(("user", q.turns[t]))
-                reqs[q.question_id] = Generate(prompt=tuple(msgs), stop=stop, **sampling)
+                reqs[q.question_id] = generate_request(cfg, tuple(msgs), stop, sampling["max_new_tokens"])
         got = run_requests(variant.model, model_key(variant.identity), list(reqs.values()), store, resume, quiet,
                            f"{name} turn {t + 1}")
         for qid, r in reqs.items():
@@ -128,6 +132,9 @@ def generate(
     _check_rerun(resume, overwrite)
     _check_writable(output_dir, "--output-dir", is_dir=True)
     qs = load_questions(questions, data_dir, limit=limit)
+    if not qs:  # before any model loads or store is made: nothing is written
+        where = "" if Path(questions).is_file() or data_dir is None else f" (under --data-dir {data_dir})"
+        raise HarnessError(f"--questions {questions}: no questions to answer{where}")
     spec = replace(model, kind="causal")
     names = _variant_names(spec.model, spec.adapters, spec.with_base)
     existing = [n for n in names if (output_dir / f"{n}.jsonl").exists()]
