@@ -50,6 +50,8 @@ def test_demo_end_to_end_fast(tmp_path: Path) -> None:
     assert acc["sentiment-lora"] > acc["base"] + 0.2  # a real gain even after a few steps
     report = tmp_path / "res" / "report.html"
     assert report.exists() and "<html" in report.read_text()[:2000].lower()  # the demo ends by writing the report
+    assert r.stdout.splitlines()[-1] == (f"report: {report} (open it in a browser, or: harness view {tmp_path / 'res'} "
+                                         "--serve 8000)")  # and by printing its path
     for d in ("models/tiny-gpt2", "adapters/gsm8k-lora", "adapters/sentiment-lora"):
         assert (tmp_path / "w" / d / "harness_train.json").exists()
     stamp = (tmp_path / "w" / "adapters" / "gsm8k-lora" / "harness_train.json").stat().st_mtime_ns
