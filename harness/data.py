@@ -1,7 +1,8 @@
 """Where evaluation rows come from: one cascade for every task and question set.
 
 A task names its file option, its official local layouts under `--data-dir` and its hub dataset;
-`rows_from` tries them in that order and says where the rows came from. Readers give one-line
+`cascade` tries them in that order and says where the data came from (`rows_from` is the cascade for
+plain tables; tasks with their own file formats give `cascade` their reader and hub loader). Readers give one-line
 errors naming the file and row; an empty source is an error naming it, never an empty run.
 """
 
@@ -10,11 +11,14 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from harness.errors import HarnessError
+
+T = TypeVar("T")
 
 
 def read_jsonl(path: Path) -> list[Any]:
@@ -128,33 +132,54 @@ class Hub:
         return f"hub:{self.path}/" + (f"{self.name}/" if self.name else "") + self.split
 
 
-def rows_from(file: str | Path | None, data_dir: Path | None, layouts: tuple[str, ...] | list[str],
-              hub: Hub | None, flag: str = "--task-option data") -> tuple[list[dict[str, Any]], str]:
-    """(rows, where): the option file if given, else the first official layout under --data-dir, else the hub.
+def cascade(file: str | Path | None, data_dir: Path | None, layouts: Sequence[str], read: Callable[[Path], T | None],
+            hub: Callable[[], tuple[T, str]] | None, flag: str = "--task-option data",
+            missing: str | None = None) -> tuple[T, str]:
+    """(data, where): the option file if given, else the first official layout under --data-dir, else the hub.
 
-    An empty source is an error naming it. With --data-dir given but no layout there, the hub is still tried
-    and its failure names the directory and the layouts looked for.
+    Every task and question set finds its data this one way, so a mixed run reads the same --data-dir for all.
+    `read` parses one local path (None: not this layout, try the next); `hub` loads the remote copy (or, for a
+    demo task, generates it). With --data-dir given but no layout there the hub is still tried, and its failure
+    names the directory and what was looked for (`missing`, default "no A or B").
     """
+    missing = missing or (f"no {' or '.join(layouts)}" if layouts else "no local copy")
     if file is not None:
         path = Path(file)
         if not path.exists():
             raise HarnessError(f"{flag}={file}: file not found")
-        return _nonempty(read_table(path), str(path)), str(path)
-    local = find_local(data_dir, *layouts)
-    if local is not None:
-        return _nonempty(read_table(local), str(local)), str(local)
-    hint = " or ".join(layouts)
+        found = read(path)
+        if found is None:
+            raise HarnessError(f"{flag}={file}: {missing} there")
+        return found, str(path)
+    if data_dir is not None:
+        for layout in layouts:
+            path = Path(data_dir) / layout
+            if path.exists() and (found := read(path)) is not None:
+                return found, str(path)
     if hub is None:
         if data_dir is None:
-            raise HarnessError(f"no data: pass --data-dir DIR with {hint}")
-        raise HarnessError(f"--data-dir {data_dir}: no {hint} there")
+            raise HarnessError(f"no data: pass --data-dir DIR with {' or '.join(layouts)}")
+        raise HarnessError(f"--data-dir {data_dir}: {missing} there")
     try:
-        rows = load_hub(hub.path, hub.name, hub.split, layouts[0] if layouts else hint)
+        return hub()
     except HarnessError as e:
         if data_dir is None:
             raise
-        raise HarnessError(f"--data-dir {data_dir}: no {hint} there, and {e}") from None
-    return _nonempty(rows, hub.where()), hub.where()
+        raise HarnessError(f"--data-dir {data_dir}: {missing} there, and {e}") from None
+
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    """`read_table`, but an empty file is an error naming it, never an empty run."""
+    return _nonempty(read_table(path), str(path))
+
+
+def rows_from(file: str | Path | None, data_dir: Path | None, layouts: tuple[str, ...] | list[str],
+              hub: Hub | None, flag: str = "--task-option data") -> tuple[list[dict[str, Any]], str]:
+    """(rows, where) of a table-shaped dataset through `cascade`, the hub as `datasets.load_dataset` gives it."""
+    def load(h: Hub) -> tuple[list[dict[str, Any]], str]:
+        return _nonempty(load_hub(h.path, h.name, h.split, layouts[0] if layouts else "a local copy"), h.where()), h.where()
+
+    return cascade(file, data_dir, layouts, read_rows, None if hub is None else lambda: load(hub), flag)
 
 
 def _nonempty(rows: list[Any], where: str) -> list[Any]:
@@ -168,8 +193,30 @@ def rows_hash(rows: list[Any]) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def require(row: dict[str, Any], columns: tuple[str, ...], where: str) -> None:
-    """One-line error naming the row when a column is missing."""
-    missing = [c for c in columns if c not in row or row[c] is None]
+def as_row(row: Any, where: str) -> dict[str, Any]:
+    """The row as an object; a list, number or string where a row should be is a one-line error naming it."""
+    if not isinstance(row, dict):
+        raise HarnessError(f"{where}: expected an object with named columns, got {type(row).__name__} {_short(row)}")
+    return row
+
+
+def require(row: Any, columns: tuple[str, ...], where: str) -> None:
+    """One-line error naming the row when it is not an object or a column is missing."""
+    missing = [c for c in columns if c not in as_row(row, where) or row[c] is None]
     if missing:
         raise HarnessError(f"{where}: missing column {', '.join(missing)}")
+
+
+_KINDS = {str: "a string", list: "a list", dict: "an object", int: "an integer"}
+
+
+def typed(value: Any, kind: type, what: str, where: str) -> Any:
+    """`value` if it is a `kind`, else a one-line error naming the row and the field (rows are user files)."""
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise HarnessError(f"{where}: {what} must be {_KINDS.get(kind, kind.__name__)}, got {_short(value)}")
+    return value
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    return text if len(text) <= 60 else text[:57] + "..."

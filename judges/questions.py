@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.data import load_hub
+from harness.data import cascade, find_local, load_hub
 from harness.errors import HarnessError
 from judges.formats import read_jsonl
 
@@ -38,15 +38,6 @@ def _layouts(bench: str, what: str) -> list[str]:
             f"fastchat/llm_judge/{nested}"]
 
 
-def _find(data_dir: Path | None, names: list[str]) -> Path | None:
-    if data_dir is None:
-        return None
-    for n in names:
-        if (data_dir / n).is_file():
-            return data_dir / n
-    return None
-
-
 def question_from_row(row: dict[str, Any], where: str, line: int) -> Question:
     qid = row.get("question_id", row.get("id", row.get("prompt_id", line)))
     turns = row.get("turns", row.get("prompt"))
@@ -64,12 +55,12 @@ def question_from_row(row: dict[str, Any], where: str, line: int) -> Question:
     return Question(str(qid), tuple(turns), str(row.get("category", "")), ref_t)
 
 
-def _hub_rows(bench: str) -> list[dict[str, Any]]:
+def _hub_rows(bench: str) -> tuple[list[dict[str, Any]], str]:
     """FastChat's question file through `datasets` (hub mirror for MT-bench, FastChat's repository for Vicuna)."""
     hint = f"{_layouts(bench, 'question')[0]} or data/{bench}/question.jsonl, or --questions FILE"
     if bench == "mt_bench":
-        return load_hub("HuggingFaceH4/mt_bench_prompts", None, "train", hint)
-    return load_hub("json", None, "train", hint, data_files=f"{FASTCHAT_RAW}/{bench}/question.jsonl")
+        return load_hub("HuggingFaceH4/mt_bench_prompts", None, "train", hint), f"hub:{bench}"
+    return load_hub("json", None, "train", hint, data_files=f"{FASTCHAT_RAW}/{bench}/question.jsonl"), f"hub:{bench}"
 
 
 def load_references(path: Path) -> dict[str, tuple[str, ...]]:
@@ -87,19 +78,13 @@ def load_questions(spec: str, data_dir: Path | None = None, references: Path | N
     bench = BENCHES.get(spec)
     ref_path = references
     if bench is None:
-        path = Path(spec)
-        if not path.is_file():
+        if not Path(spec).is_file():
             raise HarnessError(f"--questions {spec}: not 'vicuna', 'mt-bench' or an existing JSONL file")
-        rows = read_jsonl(path)
-        where = str(path)
+        rows, where = cascade(spec, None, (), read_jsonl, None, flag="--questions")
     else:
-        found = _find(data_dir, _layouts(bench, "question"))
-        if found is not None:
-            rows, where = read_jsonl(found), str(found)
-            if ref_path is None:
-                ref_path = _find(data_dir, _layouts(bench, "reference"))
-        else:
-            rows, where = _hub_rows(bench), f"hub:{bench}"
+        rows, where = cascade(None, data_dir, _layouts(bench, "question"), read_jsonl, lambda: _hub_rows(bench))
+        if ref_path is None and not where.startswith("hub:"):  # FastChat keeps references beside the questions
+            ref_path = find_local(data_dir, *_layouts(bench, "reference"))
     questions = [question_from_row(r, where, i) for i, r in enumerate(rows, 1)]
     ids = [q.question_id for q in questions]
     if len(set(ids)) != len(ids):
@@ -116,7 +101,7 @@ def answer_turns(row: dict[str, Any], path: Path, line: int) -> tuple[str, list[
     """(question_id, reply per turn) from FastChat (`choices[0].turns`), legacy (`text`) or QLoRA (`generation`) rows."""
     if "question_id" not in row:
         raise HarnessError(f"{path}:{line}: missing column question_id")
-    if isinstance(row.get("choices"), list) and row["choices"]:
+    if isinstance(row.get("choices"), list) and row["choices"] and isinstance(row["choices"][0], dict):
         turns = row["choices"][0].get("turns")
     elif isinstance(row.get("turns"), list):
         turns = row["turns"]

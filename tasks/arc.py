@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Hashable
 from typing import Any
 
-from harness.data import Hub, require, rows_from
+from harness.data import Hub, require, rows_from, typed
 from harness.errors import HarnessError
 from harness.requests import Answer, LogLikelihood, Request
 from harness.task import CAUSAL, Doc, ModelInfo
@@ -32,14 +32,24 @@ __all__ = ["ARCChallenge", "ARCEasy", "multiple_choice_record"]
 def _flatten(row: dict[str, Any], where: str) -> dict[str, Any]:
     """Official nested rows -> the hub's flat layout {id, question, choices: {text, label}, answerKey}."""
     require(row, ("question", "answerKey"), where)
-    q = row["question"]
+    q, stem = row["question"], "question"
     if isinstance(q, dict):
         require(q, ("stem", "choices"), where)
-        choices = {"text": [c["text"] for c in q["choices"]], "label": [c["label"] for c in q["choices"]]}
-        q = q["stem"]
+        listed = typed(q["choices"], list, "question.choices", where)
+        if not all(isinstance(c, dict) and "text" in c and "label" in c for c in listed):
+            raise HarnessError(f"{where}: question.choices must be a list of {{text, label}} objects")
+        choices = {"text": [c["text"] for c in listed], "label": [c["label"] for c in listed]}
+        q, stem = q["stem"], "question.stem"
     else:
         require(row, ("choices",), where)
-        choices = row["choices"]
+        choices = typed(row["choices"], dict, "choices", where)
+        for key in ("text", "label"):
+            typed(choices.get(key), list, f"choices.{key}", where)
+        if len(choices["text"]) != len(choices["label"]):
+            raise HarnessError(f"{where}: choices.text and choices.label differ in length")
+    typed(q, str, stem, where)
+    for text in choices["text"]:
+        typed(text, str, "a choice's text", where)
     if row["answerKey"] not in choices["label"]:
         raise HarnessError(f"{where}: answerKey {row['answerKey']!r} is not one of the labels {choices['label']}")
     return {"id": str(row.get("id", "")), "question": q, "choices": choices, "answerKey": row["answerKey"]}

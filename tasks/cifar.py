@@ -20,7 +20,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from harness.data import load_hub
+from harness.data import cascade, load_hub
 from harness.errors import HarnessError
 from harness.metrics import classification as cm
 from harness.models.image import CIFAR10_CLASSES, encode_png
@@ -118,26 +118,17 @@ class CIFAR10(Task):
     data_source = "hub uoft-cs/cifar10 (test); local cifar-10-batches-py/test_batch or CLASS/*.png|jpg folders"
 
     def _rows(self, split: str) -> list[Doc]:
-        option = self.cfg.options.get("images")
-        found = None
-        if option:
-            p = Path(option)
-            if not p.exists():
-                raise HarnessError(f"--task-option images={option}: not found")
-            found = _resolve(p, split)
-            if found is None:
-                raise HarnessError(f"--task-option images={option}: no CIFAR-10 batch file or class folders there")
-        elif self.cfg.data_dir is not None:
-            found = _resolve(Path(self.cfg.data_dir), split)
-            if found is None:
-                batch = "test_batch" if split == "test" else "data_batch_*"
-                raise HarnessError(f"--data-dir {self.cfg.data_dir}: no cifar-10-batches-py/{batch}"
-                                   " and no CLASS/*.png|jpg folders there")
-        if found is None:
+        def hub() -> tuple[tuple[str, list[tuple[str, dict[str, Any]]]], str]:
             rows = load_hub("uoft-cs/cifar10", None, split, "cifar-10-batches-py/test_batch or CLASS/*.png folders")
             src = f"hub:uoft-cs/cifar10/{split}"
-            found = (src, [(f"{src} row {i}", {"image": encode_png(r["img"]) if "img" in r else None,
-                                               "label": r.get("label")}) for i, r in enumerate(rows, 1)])
+            return (src, [(f"{src} row {i}", {"image": encode_png(r["img"]) if "img" in r else None,
+                                              "label": r.get("label")}) for i, r in enumerate(rows, 1)]), src
+
+        batch = "test_batch" if split == "test" else "data_batch_*"
+        # the data dir itself is the one layout: `_resolve` knows the batch files and folder shapes under it
+        found, _ = cascade(self.cfg.options.get("images") or None, self.cfg.data_dir, (".",),
+                           lambda p: _resolve(p, split), hub, flag="--task-option images",
+                           missing=f"no cifar-10-batches-py/{batch} and no CLASS/*.png|jpg folders")
         src, raw = found
         self.source_description = src
         docs = []

@@ -23,7 +23,7 @@ from collections.abc import Hashable
 from pathlib import Path
 from typing import Any
 
-from harness.data import find_local, load_hub, read_table
+from harness.data import as_row, cascade, load_hub, read_table, typed
 from harness.errors import HarnessError
 from harness.metrics.nlg import JAVA_MISSING, METRICS, E2EScores, coco_tokenize, rouge_l
 from harness.metrics.stats import Metric
@@ -60,14 +60,17 @@ def lora_mr(text: str, where: str) -> str:
 def read_lora_pairs(path: Path) -> list[tuple[str, str]]:
     """(mr, ref) pairs of a LoRA-repository E2E file: one `MR||reference` per line."""
     pairs = []
-    with path.open(encoding="utf-8") as f:
-        for i, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            if "||" not in line:
-                raise HarnessError(f"{path}:{i}: expected `meaning representation||reference`")
-            mr, ref = line.rstrip("\n").split("||", 1)
-            pairs.append((lora_mr(mr, f"{path}:{i}"), ref.strip()))
+    try:
+        lines = path.read_text(encoding="utf-8").split("\n")
+    except UnicodeDecodeError as e:
+        raise HarnessError(f"{path}: not UTF-8 text ({e.reason})") from None
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        if "||" not in line:
+            raise HarnessError(f"{path}:{i}: expected `meaning representation||reference`")
+        mr, ref = line.split("||", 1)
+        pairs.append((lora_mr(mr, f"{path}:{i}"), ref.strip()))
     return pairs
 
 
@@ -117,6 +120,7 @@ def read_csv_pairs(path: Path, text_column: str = "ref") -> list[tuple[str, str]
     rows = read_table(path)
     if not rows:
         raise HarnessError(f"{path}: no rows")
+    as_row(rows[0], f"{path} row 2")
     cols = {c.lower().strip().lstrip("\ufeff"): c for c in rows[0]}
     if "mr" not in cols:
         raise HarnessError(f"{path}: no `mr` column (columns: {', '.join(rows[0])})")
@@ -125,12 +129,13 @@ def read_csv_pairs(path: Path, text_column: str = "ref") -> list[tuple[str, str]
         raise HarnessError(f"{path}: no `{text_column}` column next to `mr` (columns: {', '.join(rows[0])})")
     out = []
     for i, r in enumerate(rows, 2):
-        mr, text = (r.get(cols["mr"]) or "").strip(), r.get(other)
+        where = f"{path} row {i}"
+        mr, text = typed(as_row(r, where).get(cols["mr"]) or "", str, "mr", where).strip(), r.get(other)
         if not mr:
-            raise HarnessError(f"{path} row {i}: empty meaning representation")
+            raise HarnessError(f"{where}: empty meaning representation")
         if text is None:
-            raise HarnessError(f"{path} row {i}: missing `{other}` value")
-        out.append((fix_mojibake(mr), fix_mojibake(text.strip())))
+            raise HarnessError(f"{where}: missing `{other}` value")
+        out.append((fix_mojibake(mr), fix_mojibake(typed(text, str, other, where).strip())))
     return out
 
 
@@ -194,15 +199,10 @@ class E2E(FewShotTask):
                    "skip_meteor": "1: score without Java (no METEOR)", "bootstrap_iters": "bootstrap resamples (200)"}
 
     def _pairs(self, split: str) -> tuple[list[tuple[str, str]], str]:
-        opt = self.option("data" if split == "test" else "train_data" if split == "train" else "valid_data")
-        if opt:
-            return read_pairs(Path(opt)), opt
-        local = find_local(self.cfg.data_dir, *SPLIT_FILES[split])
-        if local is not None:
-            return read_pairs(local), str(local)
-        if self.cfg.data_dir is not None and split == "test":
-            raise HarnessError(f"--data-dir {self.cfg.data_dir}: none of {', '.join(SPLIT_FILES[split])} there")
-        return _hub_pairs(split)
+        key = "data" if split == "test" else "train_data" if split == "train" else "valid_data"
+        return cascade(self.option(key) or None, self.cfg.data_dir, SPLIT_FILES[split], read_pairs,
+                       lambda: _hub_pairs(split), flag=f"--task-option {key}",
+                       missing=f"none of {', '.join(SPLIT_FILES[split])}")
 
     def docs(self) -> list[Doc]:
         if not _flag(self.option("skip_meteor")) and shutil.which("java") is None:

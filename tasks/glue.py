@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.data import find_local, load_hub, read_table
+from harness.data import as_row, cascade, load_hub, read_table, typed
 from harness.errors import HarnessError
 from harness.metrics import classification as cm
 from harness.metrics.stats import Metric
@@ -176,24 +176,30 @@ class GlueTask(FewShotTask):
         """(source description, [(where, raw row)]) of a split: option file, --data-dir layout, else the hub."""
         s = self.spec
         is_train = split == "train"
-        option = self._opt("train_file" if is_train else "eval_file")
+        key = "train_file" if is_train else "eval_file"
+        option = self._opt(key)
         files = s.train_files if is_train else s.dev_files if split in ("validation", "dev") else ()
-        # DIR/SST-2/dev.tsv (the GLUE download's layout) or DIR/glue/SST-2/dev.tsv, so one --data-dir serves a mixed run
-        path = Path(option) if option else find_local(self.cfg.data_dir, *files, *(f"glue/{f}" for f in files))
-        if option and path is not None and not path.exists():
-            raise HarnessError(f"--task-option {'train_file' if is_train else 'eval_file'}={option}: file not found")
-        if path is not None:
+
+        def read(path: Path) -> tuple[str, list[tuple[str, dict[str, Any]]]]:
             sibling = path.parent / s.siblings[path.name] if path.name in s.siblings and not option else None
             if sibling is not None and sibling.exists():  # GLUE's CoLA dev is the raw in-domain + out-of-domain dev
                 return f"{path} + {sibling.name}", _read_tsv(path, s) + _read_tsv(sibling, s)
             if path.suffix.lower() == ".tsv" or path.name.startswith("sts-"):
                 return str(path), _read_tsv(path, s)
             return str(path), [(f"{path} row {i}", r) for i, r in enumerate(read_table(path), 1)]
-        hub_split = s.eval_split if split in ("validation", "dev") else split
-        hint = f"{files[0]} (GLUE layout)" if files else f"--task-option eval_file=FILE for split {split}"
-        rows = load_hub("nyu-mll/glue", s.config, hub_split, hint)
-        src = f"hub:nyu-mll/glue/{s.config}/{hub_split}"
-        return src, [(f"{src} row {i}", r) for i, r in enumerate(rows, 1)]
+
+        def hub() -> tuple[tuple[str, list[tuple[str, dict[str, Any]]]], str]:
+            hub_split = s.eval_split if split in ("validation", "dev") else split
+            hint = f"{files[0]} (GLUE layout)" if files else f"--task-option eval_file=FILE for split {split}"
+            src = f"hub:nyu-mll/glue/{s.config}/{hub_split}"
+            rows = load_hub("nyu-mll/glue", s.config, hub_split, hint)
+            return (src, [(f"{src} row {i}", r) for i, r in enumerate(rows, 1)]), src
+
+        # DIR/SST-2/dev.tsv (the GLUE download's layout) or DIR/glue/SST-2/dev.tsv, so one --data-dir serves a mixed run
+        layouts = (*files, *(f"glue/{f}" for f in files))
+        found, _ = cascade(option or None, self.cfg.data_dir, layouts, read, hub, flag=f"--task-option {key}",
+                           missing=None if files else f"no file for split {split}")
+        return found
 
     def _label(self, value: Any, where: str) -> int | float:
         s = self.spec
@@ -224,6 +230,7 @@ class GlueTask(FewShotTask):
         src, raw = self._load(name)
         rows: list[Doc] = []
         for where, r in raw:
+            as_row(r, where)
             col = next((c for c in s.label if c in r and r[c] is not None), None)
             if col is None:
                 raise HarnessError(f"{where}: missing column {' or '.join(s.label)}")
@@ -234,7 +241,7 @@ class GlueTask(FewShotTask):
                 c = next((c for c in alts if c in r and r[c] is not None), None)
                 if c is None:
                     raise HarnessError(f"{where}: missing column {' or '.join(alts)}")
-                inputs.append(str(r[c]))
+                inputs.append(typed(r[c], str, c, where))
             rows.append({"id": str(len(rows)), "inputs": inputs, "label": self._label(r[col], where)})
         return _apply_slice(rows, a, b), src + (split[len(name):] if split != name else "")
 

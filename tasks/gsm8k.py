@@ -14,7 +14,7 @@ import random
 from collections import Counter
 from typing import Any
 
-from harness.data import find_local, load_hub, read_table, require
+from harness.data import Hub, require, rows_from, typed
 from harness.errors import HarnessError
 from harness.metrics.stats import pass_at_k
 from harness.metrics.text import extract, gold_answer
@@ -36,20 +36,14 @@ class GSM8K(Task):
     option_keys = {"primary": "extractor for pass@k and maj@n with --samples (default flexible)"}
 
     def _rows(self, split: str) -> list[dict[str, Any]]:
-        local = find_local(self.cfg.data_dir, f"gsm8k/{split}.jsonl", f"grade_school_math/data/{split}.jsonl")
-        if local is not None:
-            rows = read_table(local)
-            where = str(local)
-        elif self.cfg.data_dir is not None and split == "test":
-            raise HarnessError(f"--data-dir {self.cfg.data_dir}: no gsm8k/{split}.jsonl there")
-        else:
-            rows = load_hub("openai/gsm8k", "main", split, f"gsm8k/{split}.jsonl")
-            where = f"hub:openai/gsm8k/main/{split}"
+        layouts = (f"gsm8k/{split}.jsonl", f"grade_school_math/data/{split}.jsonl")
+        rows, where = rows_from(None, self.cfg.data_dir, layouts, Hub("openai/gsm8k", "main", split))
         if split == "test":
             self.source_description = where
         for i, r in enumerate(rows):
             require(r, ("question", "answer"), f"{where} row {i + 1}")
-            if gold_answer(r["answer"]) is None:
+            typed(r["question"], str, "question", f"{where} row {i + 1}")
+            if gold_answer(typed(r["answer"], str, "answer", f"{where} row {i + 1}")) is None:
                 raise HarnessError(f"{where} row {i + 1}: answer has no '#### <number>' line")
         return rows
 

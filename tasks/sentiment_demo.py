@@ -14,7 +14,7 @@ import random
 from pathlib import Path
 from typing import Any
 
-from harness.data import find_local, read_table, require
+from harness.data import cascade, read_rows, require, typed
 from harness.errors import HarnessError
 from harness.requests import Answer, Classify, LogLikelihood, Request
 from harness.task import CAUSAL, Doc, ModelInfo, Task
@@ -66,16 +66,15 @@ class SentimentDemo(Task):
     def _rows(self, split: str) -> list[dict[str, Any]]:
         if split not in SPLITS:
             raise HarnessError(f"task sentiment_demo: unknown split {split!r} (use train or test)")
-        local = find_local(self.cfg.data_dir, f"sentiment_demo/{split}.jsonl")
-        if local is None:
-            self.source_description = f"generated:{split}"
-            return make_rows(*SPLITS[split])
-        self.source_description = str(local)
-        rows = read_table(local)
+        # no hub copy: without a local file the rows are generated, as the data source says
+        rows, where = cascade(None, self.cfg.data_dir, (f"sentiment_demo/{split}.jsonl",), read_rows,
+                              lambda: (make_rows(*SPLITS[split]), f"generated:{split}"))
+        self.source_description = where
         for i, r in enumerate(rows):
-            require(r, ("text", "label"), f"{local} row {i + 1}")
+            require(r, ("text", "label"), f"{where} row {i + 1}")
+            typed(r["text"], str, "text", f"{where} row {i + 1}")
             if r["label"] not in (0, 1):
-                raise HarnessError(f"{local} row {i + 1}: label must be 0 (negative) or 1 (positive), got {r['label']!r}")
+                raise HarnessError(f"{where} row {i + 1}: label must be 0 (negative) or 1 (positive), got {r['label']!r}")
         return rows
 
     def docs(self) -> list[Doc]:

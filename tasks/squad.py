@@ -17,7 +17,7 @@ from collections.abc import Hashable
 from pathlib import Path
 from typing import Any
 
-from harness.data import find_local, load_hub
+from harness.data import cascade, load_hub
 from harness.errors import HarnessError
 from harness.metrics.squad import exact_match_score, f1_score, max_over_ground_truths, squad_questions
 from harness.metrics.stats import Metric, mean_stderr
@@ -47,15 +47,22 @@ def _official_json(path: Path) -> dict[str, Any]:
 def read_official(path: Path) -> list[dict[str, Any]]:
     """Flat question rows (id, title, context, question, answers: [str]) of an official SQuAD json file."""
     data = _official_json(path)
-    rows = []
+    rows: list[dict[str, Any]] = []
     try:
         for article in data["data"]:
             for paragraph in article["paragraphs"]:
                 for qa in paragraph["qas"]:
-                    rows.append({"id": str(qa["id"]), "title": article.get("title", ""), "context": paragraph["context"],
-                                 "question": qa["question"], "answers": [a["text"] for a in qa["answers"]]})
-    except (KeyError, TypeError) as e:
+                    row = {"id": str(qa["id"]), "title": article.get("title", ""), "context": paragraph["context"],
+                           "question": qa["question"], "answers": [a["text"] for a in qa["answers"]]}
+                    if not all(isinstance(t, str) for t in (row["context"], row["question"], *row["answers"])):
+                        raise HarnessError(f"{path}: question {len(rows) + 1} ({row['id']}): context, question and "
+                                           "answer texts must be strings")
+                    rows.append(row)
+    except KeyError as e:
         raise HarnessError(f"{path}: question {len(rows) + 1} is missing field {e}") from None
+    except (TypeError, AttributeError):
+        raise HarnessError(f"{path}: question {len(rows) + 1} is not in the official layout "
+                           "(data[].paragraphs[].qas[] objects with id, question, answers[].text)") from None
     return rows
 
 
@@ -71,6 +78,13 @@ def load_official_dataset(path: Path) -> tuple[list[dict[str, Any]], Any]:
     return data["data"], data.get("version")
 
 
+def _hub_rows(split: str) -> tuple[list[dict[str, Any]], str]:
+    """The hub split in the flat shape `read_official` gives."""
+    rows = load_hub("rajpurkar/squad", None, split, FILES[split][0])
+    return [{"id": str(r["id"]), "title": r.get("title", ""), "context": r["context"], "question": r["question"],
+             "answers": list(r["answers"]["text"])} for r in rows], f"hub:rajpurkar/squad/{split}"
+
+
 class SQuAD(FewShotTask):
     name = "squad"
     version = "1"
@@ -82,17 +96,9 @@ class SQuAD(FewShotTask):
                    "prompt": "prompt template with {context} and {question}"}
 
     def _rows(self, split: str) -> tuple[list[dict[str, Any]], str]:
-        opt = self.option("data" if split == "validation" else "train_data")
-        if opt:
-            return read_official(Path(opt)), opt
-        local = find_local(self.cfg.data_dir, *FILES[split])
-        if local is not None:
-            return read_official(local), str(local)
-        if self.cfg.data_dir is not None and split == "validation":
-            raise HarnessError(f"--data-dir {self.cfg.data_dir}: none of {', '.join(FILES[split])} there")
-        rows = load_hub("rajpurkar/squad", None, split, FILES[split][0])
-        return [{"id": str(r["id"]), "title": r.get("title", ""), "context": r["context"], "question": r["question"],
-                 "answers": list(r["answers"]["text"])} for r in rows], f"hub:rajpurkar/squad/{split}"
+        key = "data" if split == "validation" else "train_data"
+        return cascade(self.option(key) or None, self.cfg.data_dir, FILES[split], read_official, lambda: _hub_rows(split),
+                       flag=f"--task-option {key}", missing=f"none of {', '.join(FILES[split])}")
 
     def docs(self) -> list[Doc]:
         rows, where = self._rows("validation")
