@@ -36,6 +36,29 @@ def world(tmp_path_factory: pytest.TempPathFactory, tiny_gpt2: Path, gsm8k_data:
     w["nocol_data"] = data_dir("nocol", json.dumps({"question": "q"}) + "\n")
     w["badjson_data"] = data_dir("badjson", json.dumps({"question": "q", "answer": "#### 1"}) + "\n{oops\n")
     w["nogold_data"] = data_dir("nogold", json.dumps({"question": "q", "answer": "no number line"}) + "\n")
+    w["answer_int_data"] = data_dir("answer_int", json.dumps({"question": "q", "answer": 5}) + "\n")
+    w["row_list_data"] = data_dir("row_list", "[1, 2]\n")
+
+    def data_file(name: str, rel: str, row: object) -> Path:
+        """A --data-dir `name` holding one file `rel` whose first row is `row` (an official task layout)."""
+        path = root / name / rel
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps(row) + "\n")
+        return root / name
+
+    w["arc_choices_str"] = data_file("arc_choices_str", "arc/ARC-Easy-Test.jsonl",
+                                     {"question": {"stem": "q", "choices": "A B"}, "answerKey": "A"})
+    w["arc_choice_int"] = data_file("arc_choice_int", "arc/ARC-Easy-Test.jsonl",
+                                    {"question": "q", "choices": {"text": [1, 2], "label": ["A", "B"]}, "answerKey": "A"})
+    w["sentiment_text_int"] = data_file("sentiment_text_int", "sentiment_demo/test.jsonl", {"text": 5, "label": 1})
+    w["rte_premise_list"] = data_file("rte_premise_list", "RTE/val.jsonl",
+                                      {"premise": ["p"], "hypothesis": "h", "label": "entailment"})
+    squad = {"data": [{"title": "t", "paragraphs": [{"context": "c", "qas": [
+        {"id": "1", "question": "q", "answers": [{"text": 5, "answer_start": 0}]}]}]}]}
+    w["squad_answer_int"] = data_file("squad_answer_int", "squad/dev-v1.1.json", squad)
+    w["squad_bad_layout"] = data_file("squad_bad_layout", "squad/dev-v1.1.json", {"data": [{"paragraphs": ["c"]}]})
+    w["e2e_mr_int"] = root / "e2e-mr-int.jsonl"
+    w["e2e_mr_int"].write_text(json.dumps({"mr": 5, "ref": "A pub."}) + "\n")
     w["file"] = root / "a-file.txt"
     w["file"].write_text("x")
     w["no_config_adapter"] = root / "not-an-adapter"
@@ -72,6 +95,10 @@ def _run(w: dict[str, Path], *extra: str, data: str = "data") -> list[str]:
             "--max-new-tokens", "4", "-q", *extra]
 
 
+def _task(w: dict[str, Path], task: str, data: str, *extra: str) -> list[str]:
+    return ["run", "--model", str(w["model"]), "--tasks", task, "--data-dir", str(w[data]), "--limit", "2", "-q", *extra]
+
+
 # (id, argv builder, output dir the case may write to (or None), substrings the error line must hold)
 Case = tuple[str, Callable[[dict[str, Path]], list[str]], list[str]]
 CASES: list[Case] = [
@@ -106,6 +133,20 @@ CASES: list[Case] = [
     ("data-missing-column", lambda w: _run(w, data="nocol_data"), ["test.jsonl row 1", "answer"]),
     ("data-bad-json", lambda w: _run(w, data="badjson_data"), ["test.jsonl:2", "JSON"]),
     ("data-no-gold", lambda w: _run(w, data="nogold_data"), ["row 1", "####"]),
+    ("data-answer-not-string", lambda w: _run(w, data="answer_int_data"), ["test.jsonl row 1", "answer", "string"]),
+    ("data-row-not-object", lambda w: _run(w, data="row_list_data"), ["test.jsonl row 1", "object"]),
+    ("arc-choices-string", lambda w: _task(w, "arc_easy", "arc_choices_str"),
+     ["ARC-Easy-Test.jsonl row 1", "question.choices", "list"]),
+    ("arc-choice-text-number", lambda w: _task(w, "arc_easy", "arc_choice_int"), ["ARC-Easy-Test.jsonl row 1", "string"]),
+    ("sentiment-text-number", lambda w: _task(w, "sentiment_demo", "sentiment_text_int"),
+     ["sentiment_demo/test.jsonl row 1", "text", "string"]),
+    ("glue-input-list", lambda w: _task(w, "rte", "rte_premise_list"), ["RTE/val.jsonl row 1", "premise", "string"]),
+    ("squad-answer-number", lambda w: _task(w, "squad", "squad_answer_int"), ["dev-v1.1.json", "question 1", "string"]),
+    ("squad-not-official-layout", lambda w: _task(w, "squad", "squad_bad_layout"),
+     ["dev-v1.1.json", "question 1", "official layout"]),
+    ("e2e-mr-number", lambda w: ["run", "--model", str(w["model"]), "--tasks", "e2e", "--task-option",
+                                 f"data={w['e2e_mr_int']}", "--task-option", "skip_meteor=1", "-q"],
+     ["e2e-mr-int.jsonl row 2", "mr", "string"]),
     ("output-dir-is-file", lambda w: _run(w, "--output-dir", str(w["file"])), ["--output-dir", "not a directory"]),
     ("adapter-missing", lambda w: _run(w, "--adapter", str(w["root"] / "nope")), ["--adapter", "not a directory"]),
     ("adapter-no-config", lambda w: _run(w, "--adapter", str(w["no_config_adapter"])), ["adapter_config.json"]),
