@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import run_main
+from test_view import browser  # noqa: F401 - the headless Chromium fixture, for the Checkpoints page screenshot
 
 from harness.errors import HarnessError
 from harness.reports.checkpoints import checkpoint_label, expand_adapters, loss_curve, parse_selection
@@ -86,6 +87,35 @@ def test_expansion_order_and_selection(trained: Path) -> None:
             parse_selection(bad)
 
 
+@pytest.mark.parametrize(("how", "steps"), [("every:2", [2, 4, 6]), ("every:4", [4, 6]), ("last", [6])])
+def test_selection_end_to_end(how: str, steps: list[int], tiny_gpt2: Path, trained: Path, tmp_path: Path,
+                              monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """`harness run --adapter DIR --checkpoints every:N|last` on the trainer's --save-every output: the selected
+    checkpoints (every:N keeps multiples of N and the last) become variants, evaluated in step order after the base,
+    and the leaderboard's trajectory has exactly those steps."""
+    from harness.testing.suite import write_suite_data
+
+    data = write_suite_data(tmp_path / "data", n=4)
+    res = tmp_path / "results"
+    code, out, err = run_main(monkeypatch, capsys, "run", "-m", str(tiny_gpt2), "--adapter", str(trained),
+                              "--checkpoints", how, "--with-base", "-t", "arc_easy", "--data-dir", str(data),
+                              "-o", str(res), "--run-name", "sel", "-q")
+    assert code == 0, err
+    labels = [f"gsm8k-lora@step{s}" for s in steps]
+    printed = [m.group(1) for line in out.splitlines() if (m := re.match(r"(\S+): (\S+results\.json)$", line))]
+    assert printed == ["base", *labels]  # the order they were evaluated and reported in
+    runs = {p.parent.name: json.loads(p.read_text()) for p in res.glob("*/results.json")}
+    assert sorted(runs) == sorted(f"sel__{x}" for x in ["base", *labels])
+    for s, label in zip(steps, labels):
+        r = runs[f"sel__{label}"]
+        assert r["label"] == label and r["tasks"]["arc_easy"]["n"] == 4
+        assert r["model"]["adapter_path"] == str((trained / f"checkpoint-{s}").resolve())
+    assert len({r["model"].get("adapter_hash") for r in runs.values()}) == len(steps) + 1
+    code, board, err = run_main(monkeypatch, capsys, "leaderboard", str(res), "--format", "json")
+    assert code == 0, err
+    assert [[p["step"] for p in t["points"]] for t in json.loads(board)["trajectories"]] == [steps]
+
+
 def test_leaderboard_trajectory(trained: Path, evaluated: Path, monkeypatch: pytest.MonkeyPatch,
                                 capsys: pytest.CaptureFixture[str]) -> None:
     code, md, err = run_main(monkeypatch, capsys, "leaderboard", str(evaluated))
@@ -143,6 +173,27 @@ def test_report_plots_one_point_per_checkpoint(evaluated: Path, tmp_path: Path, 
     markers.feed(html)
     assert markers.points and set(markers.points.values()) == {len(STEPS)}
     assert "traj-loss" in html and html.count(" ★</td>") == len(re.findall(r"traj-best-\d+", html)) == 2
+
+
+def test_checkpoints_page_screenshot(evaluated: Path, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """The report's Checkpoints page in headless Chromium (test_view's browser): its plot and one table row per
+    checkpoint are shown; a screenshot goes to tests/artifacts/checkpoints/ ($HARNESS_ARTIFACTS)."""
+    from test_view import _tab, _wait, artifacts
+
+    out = tmp_path / "report.html"
+    _harness("view", str(evaluated), "-o", str(out))
+    page = request.getfixturevalue("browser")
+    page.get(out.as_uri())
+    _wait(page, lambda d: d.execute_script("return document.body.dataset.page") == "leaderboard")
+    _tab(page, "checkpoints")
+    section = page.find_element("id", "checkpoints")
+    assert section.find_element("css selector", "svg.plot").is_displayed()
+    assert [r.get_attribute("data-step") for r in section.find_elements("css selector", "tr[data-step]")] == \
+        [str(s) for s in STEPS]
+    shot = artifacts("checkpoints") / "report-checkpoints.png"
+    shot.unlink(missing_ok=True)
+    page.save_screenshot(str(shot))
+    assert shot.stat().st_size > 5000
 
 
 def test_unfinished_run_loss_comes_from_the_newest_checkpoint(trained: Path, tmp_path: Path) -> None:

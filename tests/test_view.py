@@ -390,7 +390,8 @@ def test_docs_screenshot(request: pytest.FixtureRequest) -> None:
     _ready(browser, "#flips")
     _choose(browser, "#fl-task", "gsm8k")
     _ready(browser, "#flips")
-    assert browser.find_elements("css selector", "#flips article.flip")
+    summary = browser.find_element("id", "fl-summary").text
+    assert browser.find_elements("css selector", "#flips article.flip"), f"{report}: no flips to show ({summary})"
     docs = ROOT / "docs" / "report.png"
     docs.parent.mkdir(exist_ok=True)
     browser.save_screenshot(str(docs))
