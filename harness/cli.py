@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -38,9 +38,11 @@ def run(
         "--num-fewshot", "-k", help="Exemplars in the prompt (default: zero-shot; an lm-eval task's own default).")] = None,
     seed: Annotated[int, typer.Option(help="Seed for few-shot choice and sampling.")] = 1234,
     max_new_tokens: Annotated[int | None, typer.Option(help="Generation budget (task default if unset).")] = None,
-    samples: Annotated[int, typer.Option("--samples", "-n", help="Samples per prompt (pass@k, maj@n).")] = 1,
-    temperature: Annotated[float, typer.Option(help="0 = greedy.")] = 0.0,
-    top_p: Annotated[float, typer.Option(help="Nucleus sampling.")] = 1.0,
+    # None when not given: an explicit value, even the default one, wins over a task's own (an lm-eval YAML's)
+    samples: Annotated[int | None, typer.Option("--samples", "-n", help="Samples per prompt (pass@k, maj@n; default 1, "
+                                                "an lm-eval task's repeats).")] = None,
+    temperature: Annotated[float | None, typer.Option(help="0 = greedy (default 0, an lm-eval task's own).")] = None,
+    top_p: Annotated[float | None, typer.Option(help="Nucleus sampling (default 1, an lm-eval task's own).")] = None,
     num_beams: Annotated[int, typer.Option(help="Beam search width.")] = 1,
     length_penalty: Annotated[float, typer.Option(help="Beam search length penalty.")] = 1.0,
     no_repeat_ngram_size: Annotated[int, typer.Option(help="Forbid repeating n-grams of this size.")] = 0,
@@ -75,10 +77,12 @@ def run(
         raise HarnessError(f"--output-dir {output_dir}: exists and is not a directory")
     if resume and overwrite:
         raise HarnessError("--resume and --overwrite exclude each other (resume keeps the answers, overwrite replaces)")
-    cfg = TaskConfig(num_fewshot=num_fewshot, seed=seed, limit=limit, data_dir=data_dir, chat_template=chat_template,
-                     max_new_tokens=max_new_tokens, samples=samples, temperature=temperature, top_p=top_p,
+    given = (("samples", samples), ("temperature", temperature), ("top_p", top_p), ("max_new_tokens", max_new_tokens),
+             ("num_fewshot", num_fewshot))
+    sampling: dict[str, Any] = {k: v for k, v in given if v is not None}
+    cfg = TaskConfig(seed=seed, limit=limit, data_dir=data_dir, chat_template=chat_template, **sampling,
                      num_beams=num_beams, length_penalty=length_penalty, no_repeat_ngram_size=no_repeat_ngram_size,
-                     options=parse_options(task_option)).validate()
+                     options=parse_options(task_option), given=frozenset(sampling)).validate()
     if prompt_template is not None:
         if not prompt_template.is_file():
             raise HarnessError(f"--prompt-template {prompt_template}: file not found")

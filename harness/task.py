@@ -53,11 +53,23 @@ class TaskConfig:
     length_penalty: float = 1.0
     no_repeat_ngram_size: int = 0
     options: dict[str, str] = field(default_factory=dict)
+    # The fields the user set explicitly (the CLI fills this in), so that a flag given at its default value
+    # (`--temperature 0`, `--samples 1`) still wins over a task's own setting, such as an lm-eval YAML's do_sample
+    # or repeats. A field whose value differs from its default counts as given anyway (Python callers).
+    given: frozenset[str] = frozenset()
+
+    def explicit(self, name: str) -> bool:
+        """Whether the user chose this field's value (else a task may use its own default)."""
+        return name in self.given or getattr(self, name) != TaskConfig.__dataclass_fields__[name].default
 
     def hash(self) -> str:
         d = asdict(self)
         d["data_dir"] = None  # where the data lives does not change what is asked
         d["limit"] = None
+        if d["given"]:
+            d["given"] = sorted(d["given"])
+        else:
+            del d["given"]  # unchanged hash for a config without explicit flags
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     @property

@@ -11,19 +11,22 @@ work unchanged, and the scores are lm-eval's own functions applied to the same a
 
 Names: `lm-eval:arc_easy`, `lm-eval:mmlu` (a group: each subtask is scored by lm-eval and the group metric is
 the size-weighted mean, as lm-eval's `aggregate_metric_list`; subtasks go to `details`). A group's docs are
-interleaved across subtasks, so `--limit N` takes a balanced sample. `--num-fewshot k` (k > 0) overrides the
-task's default; `--seed` is lm-eval's few-shot seed (1234 by default in both). Local task YAMLs:
+interleaved across subtasks, so `--limit N` takes a balanced sample. `--num-fewshot k` (0 included) overrides the
+task's default, as does every generation flag given explicitly, even at its default value (`--temperature 0` over a
+YAML's do_sample, `--samples 1` over its repeats, `--max-new-tokens` over max_gen_toks); results.json records what
+the requests carried. `--seed` is lm-eval's few-shot seed (1234 by default in both). Local task YAMLs:
 `--task-option include_path=DIR`. `loglikelihood_rolling` (perplexity) tasks are not supported.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from harness.errors import HarnessError
 from harness.metrics.stats import Metric
 from harness.requests import Answer, Generate, LogLikelihood, Request
-from harness.task import CAUSAL, Doc, ModelInfo, Task, TaskConfig
+from harness.task import CAUSAL, Doc, ModelInfo, Task, TaskConfig, generate_request
 
 
 def _lm_eval() -> Any:
@@ -87,9 +90,11 @@ class LmEvalTask(Task):
         if self.task_name not in tm.all_tasks:
             hint = f"include_path {include}" if include else "add local YAMLs with --task-option include_path=DIR"
             raise HarnessError(f"--tasks lm-eval:{self.task_name}: not a task, group or tag lm-eval knows ({hint})")
+        from datasets.exceptions import DatasetsError
+
         try:
             task_dict = lm_tasks.get_task_dict([self.task_name], tm)
-        except Exception as e:  # noqa: BLE001 - dataset download or config errors, reported in one line
+        except (OSError, DatasetsError) as e:  # the hub unreachable, data files missing or unreadable: one line
             reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
             raise HarnessError(f"lm-eval task {self.task_name}: could not load its data ({reason}); offline, write a local "
                                "task YAML (dataset_path: json, dataset_kwargs.data_files) and pass "
@@ -148,20 +153,18 @@ class LmEvalTask(Task):
 
     # --- requests: lm-eval Instances -> our typed requests -----------------------------------------------------
     def _generate(self, ctx: str, gen: dict[str, Any], repeats: int) -> Generate:
-        """The task's generation settings, with every flag the user gave explicitly winning over them."""
-        c, default = self.cfg, TaskConfig()
+        """The task's generation settings, with every flag the user gave explicitly (its default value included:
+        `--temperature 0` over a YAML's do_sample, `--samples 1` over its repeats) winning over them."""
+        c = self.cfg
         until = gen.get("until") or []
         until = [until] if isinstance(until, str) else list(until)
         sample = bool(gen.get("do_sample")) and float(gen.get("temperature", 0) or 0) > 0
-        temperature = float(gen.get("temperature", 0)) if sample else 0.0
+        temperature = float(gen.get("temperature", 0)) if sample else 0.0  # the task's own settings
         top_p = float(gen.get("top_p", 1.0) or 1.0) if sample else 1.0
-        return Generate(
-            prompt=ctx, stop=tuple(until),
-            max_new_tokens=c.max_new_tokens or int(gen.get("max_gen_toks", 256)),
-            temperature=c.temperature if c.temperature != default.temperature else temperature,
-            top_p=c.top_p if c.top_p != default.top_p else top_p,
-            n=c.samples if c.samples != default.samples else int(repeats or 1), seed=c.seed,
-            num_beams=c.num_beams, length_penalty=c.length_penalty, no_repeat_ngram_size=c.no_repeat_ngram_size)
+        used = replace(c, temperature=c.temperature if c.explicit("temperature") else temperature,
+                       top_p=c.top_p if c.explicit("top_p") else top_p,
+                       samples=c.samples if c.explicit("samples") else int(repeats or 1))
+        return generate_request(used, ctx, tuple(until), int(gen.get("max_gen_toks", 256)))
 
     def requests(self, doc: Doc, model: ModelInfo = CAUSAL) -> list[Request]:
         out: list[Request] = []

@@ -167,3 +167,93 @@ def test_offline_hub_task_and_unknown_task_are_one_line_errors() -> None:
         with pytest.raises(HarnessError) as e:
             task.docs()
         assert msg in str(e.value) and "\n" not in str(e.value)
+
+
+def _sampling_yaml(root: Path, gsm8k: Path, data_file: Path | None = None) -> Path:
+    """A generate_until task whose YAML samples (do_sample, temperature 0.8, top_p 0.95) three times per doc."""
+    y = root / "yaml_sampling"
+    y.mkdir(exist_ok=True)
+    (y / "tiny_sampled.yaml").write_text(f"""task: tiny_sampled
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {data_file or gsm8k / 'gsm8k' / 'test.jsonl'}
+test_split: test
+output_type: generate_until
+repeats: 3
+doc_to_text: "Question: {{{{question}}}}\\nAnswer:"
+doc_to_target: "{{{{answer.split('####')[-1].strip()}}}}"
+generation_kwargs:
+  until: ["Question:"]
+  do_sample: true
+  temperature: 0.8
+  top_p: 0.95
+  max_gen_toks: 5
+metric_list:
+  - metric: exact_match
+metadata:
+  version: 1.0
+""")
+    return y
+
+
+@pytest.mark.parametrize(("given", "expect"), [
+    ({}, (0.8, 0.95, 3, 5)),  # the YAML's own settings
+    ({"temperature": 0.0}, (0.0, 0.95, 3, 5)),  # --temperature 0: greedy, though it is the flag's default value
+    ({"samples": 1}, (0.8, 0.95, 1, 5)),  # --samples 1 over the YAML's repeats
+    ({"top_p": 1.0, "max_new_tokens": 2}, (0.8, 1.0, 3, 2)),
+    ({"temperature": 0.5, "samples": 2}, (0.5, 0.95, 2, 5)),
+])
+def test_explicit_sampling_flags_win_over_the_yaml_even_at_their_defaults(given: dict[str, Any], expect: tuple,
+                                                                           gsm8k_data: Path, tmp_path: Path) -> None:
+    from harness.requests import Generate
+    from harness.task import TaskConfig
+    from tasks.lm_eval_bridge import LmEvalTask
+
+    y = _sampling_yaml(tmp_path, gsm8k_data)
+    cfg = TaskConfig(**given, options={"include_path": str(y)}, given=frozenset(given))
+    task = LmEvalTask(cfg, "tiny_sampled")
+    for d in task.docs()[:2]:
+        [g] = task.requests(d)
+        assert isinstance(g, Generate)
+        assert (g.temperature, g.top_p, g.n, g.max_new_tokens) == expect
+        assert g.seed == cfg.seed and g.stop == ("Question:",)
+
+
+def test_explicit_flags_through_the_cli_are_what_results_record(tiny_gpt2: Path, gsm8k_data: Path, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    from conftest import run_main
+
+    from harness.results import read_results
+
+    y = _sampling_yaml(tmp_path, gsm8k_data)
+    base = ["run", "-m", str(tiny_gpt2), "-t", "lm-eval:tiny_sampled", "--task-option", f"include_path={y}",
+            "--limit", "2", "-o", str(tmp_path / "out"), "-q"]
+    code, _, err = run_main(monkeypatch, capsys, *base, "--run-name", "yaml")
+    assert code == 0, err
+    code, _, err = run_main(monkeypatch, capsys, *base, "--run-name", "flags", "--temperature", "0", "--samples", "1")
+    assert code == 0, err
+    used = {name: read_results(tmp_path / "out" / name / "results.json")["tasks"]["lm-eval:tiny_sampled"]["generation"]
+            for name in ("yaml", "flags")}
+    assert (used["yaml"]["temperature"], used["yaml"]["top_p"], used["yaml"]["n"]) == (0.8, 0.95, 3)
+    assert (used["flags"]["temperature"], used["flags"]["n"]) == (0.0, 1)
+
+
+def test_only_data_errors_become_could_not_load_its_data(gsm8k_data: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from harness.errors import HarnessError
+    from harness.task import TaskConfig
+    from tasks.lm_eval_bridge import LmEvalTask
+
+    y = _sampling_yaml(tmp_path, gsm8k_data, data_file=tmp_path / "missing.jsonl")
+    with pytest.raises(HarnessError) as e:  # a data file that is not there: one line
+        LmEvalTask(TaskConfig(options={"include_path": str(y)}), "tiny_sampled").docs()
+    assert "lm-eval task tiny_sampled: could not load its data" in str(e.value) and "\n" not in str(e.value)
+
+    def bug(*args: Any, **kwargs: Any) -> None:
+        raise ZeroDivisionError("a bug, not a data problem")
+
+    monkeypatch.setattr(lm_eval.tasks, "get_task_dict", bug)
+    with pytest.raises(ZeroDivisionError):  # not disguised as a data error
+        LmEvalTask(TaskConfig(options={"include_path": str(y)}), "tiny_sampled").docs()
