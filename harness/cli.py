@@ -200,6 +200,33 @@ NOISE = (
 )
 
 
+# transformers log records known to be noise (message regexes); its other warnings still show.
+HF_NOISE = (
+    r"`past_key_values`/`cache_params` are deprecated",  # transformers 5's generate passing its own old argument
+    r"Setting `pad_token_id` to `eos_token_id`",  # open-ended generation of a model without a pad token
+)
+
+
+def _filter_hf_noise() -> None:
+    """Drop HF_NOISE records at transformers' own log handlers (records of its child loggers reach only those)."""
+    import logging
+    import re
+
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:
+        return
+
+    class HfNoise(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            return not any(re.search(p, record.getMessage()) for p in HF_NOISE)
+
+    hf_logging.disable_progress_bar()
+    for handler in hf_logging.get_logger().handlers:
+        if not any(type(f).__name__ == "HfNoise" for f in handler.filters):  # main() may run many times in a process
+            handler.addFilter(HfNoise())
+
+
 def redact(text: str) -> str:
     """Secrets from the environment (API keys) never reach the terminal, even when a server echoes them."""
     import os
@@ -221,13 +248,7 @@ def main() -> None:
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     for pattern in NOISE:
         warnings.filterwarnings("ignore", message=pattern)
-    try:
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
-        hf_logging.set_verbosity_error()
-    except ImportError:
-        pass
+    _filter_hf_noise()
     _register_commands()
     try:
         # Standalone mode: typer itself turns usage errors (unknown flag or command, missing option, a value of the
