@@ -87,7 +87,6 @@ class Classify:
 
 Request = Union[Generate, LogLikelihood, Classify]
 Answer = Any  # list[str] | tuple[float, bool] | list[float], per request kind
-KINDS = ("generate", "loglikelihood", "classify")
 
 
 def answer_to_json(answer: Answer) -> Any:

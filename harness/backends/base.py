@@ -13,8 +13,6 @@ from typing import Any, ClassVar, Protocol
 from harness.errors import HarnessError
 from harness.requests import Answer, Classify, Generate, LogLikelihood, Request
 
-KINDS = ("generate", "loglikelihood", "classify")
-
 
 @dataclass(frozen=True)
 class BackendOption:
