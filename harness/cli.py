@@ -200,15 +200,14 @@ NOISE = (
 )
 
 
-# transformers log records known to be noise (message regexes); its other warnings still show.
-HF_NOISE = (
-    r"`past_key_values`/`cache_params` are deprecated",  # transformers 5's generate passing its own old argument
-    r"Setting `pad_token_id` to `eos_token_id`",  # open-ended generation of a model without a pad token
-)
+# transformers log records known to be noise: {logger: message regexes}; its other warnings still show.
+HF_NOISE = {
+    "transformers.utils.generic": (r"`past_key_values`/`cache_params` are deprecated",),  # its own generate's argument
+}
 
 
 def _filter_hf_noise() -> None:
-    """Drop HF_NOISE records at transformers' own log handlers (records of its child loggers reach only those)."""
+    """Drop HF_NOISE records at the loggers that make them (a logger's filter sees its records wherever they go)."""
     import logging
     import re
 
@@ -218,13 +217,18 @@ def _filter_hf_noise() -> None:
         return
 
     class HfNoise(logging.Filter):
+        def __init__(self, patterns: tuple[str, ...]) -> None:
+            super().__init__()
+            self.patterns = patterns
+
         def filter(self, record: logging.LogRecord) -> bool:
-            return not any(re.search(p, record.getMessage()) for p in HF_NOISE)
+            return not any(re.search(p, record.getMessage()) for p in self.patterns)
 
     hf_logging.disable_progress_bar()
-    for handler in hf_logging.get_logger().handlers:
-        if not any(type(f).__name__ == "HfNoise" for f in handler.filters):  # main() may run many times in a process
-            handler.addFilter(HfNoise())
+    for name, patterns in HF_NOISE.items():
+        logger = logging.getLogger(name)
+        if not any(type(f).__name__ == "HfNoise" for f in logger.filters):  # main() may run many times in a process
+            logger.addFilter(HfNoise(patterns))
 
 
 def redact(text: str) -> str:
