@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -254,6 +255,15 @@ def main() -> None:
         warnings.filterwarnings("ignore", message=pattern)
     _filter_hf_noise()
     _register_commands()
+    interrupted: list[int] = []
+    default_sigint = signal.getsignal(signal.SIGINT)
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        interrupted.append(signum)
+        raise KeyboardInterrupt
+
+    if default_sigint is signal.default_int_handler:  # not where SIGINT is ignored (nohup, a background job)
+        signal.signal(signal.SIGINT, on_sigint)
     try:
         # Standalone mode: typer itself turns usage errors (unknown flag or command, missing option, a value of the
         # wrong type) into its usage message and exit 2, with whichever click it ships.
@@ -264,6 +274,13 @@ def main() -> None:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+    except Exception:
+        # Ctrl-C reaches an engine's worker processes too (the whole foreground group); when one dies first, the
+        # error that surfaces here is its death, not the KeyboardInterrupt: still an interrupted run.
+        if interrupted:
+            print("interrupted", file=sys.stderr)
+            sys.exit(130)
+        raise
 
 
 if __name__ == "__main__":
