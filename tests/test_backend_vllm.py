@@ -322,7 +322,10 @@ def start_and_wait(args: list[str], db: Path, rows: int, log: Path) -> tuple[sub
     """Start a run in its own session; once `rows` answers are stored, return it with its process tree."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     with log.open("wb") as f:
-        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=f, env=env, start_new_session=True)
+        # SIGINT as a terminal's foreground job has it, even where this test runs as a background job (which
+        # inherits SIGINT ignored, so the run could never see a Ctrl-C)
+        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=f, env=env, start_new_session=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 480
     while store_rows(db) < rows and proc.poll() is None and time.time() < deadline:
         time.sleep(0.02)
