@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from harness.models import continuous
+from harness.models import continuous, vocab_head
 from harness.requests import Generate, LogLikelihood
 
 
@@ -113,6 +113,8 @@ class CausalLM:
             tokenizer.pad_token = tokenizer.eos_token
         self.max_length = int(getattr(model.config, "max_position_embeddings", None)
                               or getattr(model.config, "n_positions", None) or 2048)
+        if str(self.device) == "cpu":
+            vocab_head.install(model)  # same logits, less time: see vocab_head
 
     @property
     def batch_sizes(self) -> dict[str, int]:
