@@ -113,8 +113,7 @@ class CausalLM:
             tokenizer.pad_token = tokenizer.eos_token
         self.max_length = int(getattr(model.config, "max_position_embeddings", None)
                               or getattr(model.config, "n_positions", None) or 2048)
-        if str(self.device) == "cpu":
-            vocab_head.install(model)  # same logits, less time: see vocab_head
+        vocab_head.install(model)  # on CPU: the same logits in less time (it checks the head's device and dtype)
 
     @property
     def batch_sizes(self) -> dict[str, int]:

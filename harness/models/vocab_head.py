@@ -22,16 +22,15 @@ MIN_VOCAB = 8192  # a smaller head fits the caches whole
 MAX_ROWS = 1024  # positions projected at once above which the head runs whole
 
 
-def install(model: Any, slice_rows: int | None = None, min_vocab: int | None = None) -> bool:
-    """Slice the model's output projection when it is a plain fp32 nn.Linear on CPU; returns whether it did.
-    A head that PEFT or accelerate wrapped, or another dtype or device, keeps its own forward."""
+def install(model: Any, slice_rows: int | None = None) -> bool:
+    """Slice the model's output projection when it is a plain fp32 nn.Linear of MIN_VOCAB outputs or more on CPU;
+    returns whether it did. A head that PEFT or accelerate wrapped, or another dtype or device, keeps its forward."""
     get = getattr(model, "get_output_embeddings", None)
     head = get() if callable(get) else None
     if type(head) is not nn.Linear or head.weight.dtype != torch.float32 or head.weight.device.type != "cpu":
         return False
-    if head.out_features < (MIN_VOCAB if min_vocab is None else min_vocab):
-        return False
-    if hasattr(head, "_old_forward") or "forward" in vars(head):  # accelerate's hook, or installed already
+    # small heads fit the caches whole; _old_forward: accelerate's hook; a forward of its own: installed already
+    if head.out_features < MIN_VOCAB or hasattr(head, "_old_forward") or "forward" in vars(head):
         return False
     vars(head)["_harness_slice"] = slice_rows or SLICE  # a plain attribute, beside nn.Module's registries
     vars(head)["forward"] = types.MethodType(_sliced_forward, head)
@@ -41,7 +40,7 @@ def install(model: Any, slice_rows: int | None = None, min_vocab: int | None = N
 def _sliced_forward(self: nn.Linear, x: torch.Tensor) -> torch.Tensor:
     w, b = self.weight, self.bias
     rows = x.numel() // max(1, x.shape[-1])
-    if torch.is_grad_enabled() or rows > MAX_ROWS or x.device.type != "cpu" or x.dtype != w.dtype:
+    if torch.is_grad_enabled() or rows > MAX_ROWS or x.dtype != w.dtype:  # (the weight is on CPU: install)
         return nn.functional.linear(x, w, b)
     step: int = vars(self)["_harness_slice"]
     return torch.cat([nn.functional.linear(x, w[i:i + step], None if b is None else b[i:i + step])
